@@ -9,7 +9,7 @@ that PID is still the very process we started (same start time in ``/proc``).
 >>> RedisServer(port=6390, workdir=Path("/tmp/x")).url
 'redis://127.0.0.1:6390/0'
 >>> RedisServer(port=6390, password="pw", workdir=Path("/tmp/x")).url
-'redis://:pw@127.0.0.1:6390/0'
+'redis://default:pw@127.0.0.1:6390/0'
 >>> TansuBroker(port=9099, workdir=Path("/tmp/x")).bootstrap
 '127.0.0.1:9099'
 """
@@ -277,7 +277,7 @@ class RedisServer(ServerProcess):
 
     @property
     def url(self) -> str:
-        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        auth = f"default:{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}{HOST}:{self.port}/0"
 
     def argv(self) -> list[str]:
