@@ -237,6 +237,58 @@ def create_topic(kafka_admin: Any) -> Callable[..., str]:
     return create
 
 
+@pytest.fixture(scope="session")
+def consumer_group_options() -> dict[str, Any]:
+    """kafka-python consumer options that keep group joins short (~3 s on Tansu)."""
+    return dict(CONSUMER_GROUP_OPTIONS)
+
+
+@pytest.fixture
+def make_consumer(kafka_bootstrap: str) -> Iterator[Callable[..., Any]]:
+    """``make_consumer(*topics, group_id=..., **opts)``: a ``KafkaConsumer`` with short
+    group timeouts, manual commit and ``earliest`` reset; closed after the test."""
+    from kafka import KafkaConsumer
+
+    made: list[Any] = []
+
+    def make(*topics: str, **opts: Any) -> Any:
+        options = {
+            "bootstrap_servers": kafka_bootstrap,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            **CONSUMER_GROUP_OPTIONS,
+            **opts,
+        }
+        consumer = KafkaConsumer(*topics, **options)
+        made.append(consumer)
+        return consumer
+
+    yield make
+    for consumer in made:
+        consumer.close(autocommit=False)
+
+
+def poll_records(consumer: Any, count: int, timeout: float = 30.0) -> list[Any]:
+    """Poll until ``count`` records arrived (drained is judged from the data, not from lag,
+    which Tansu reports one batch late); raise ``TimeoutError`` with what did arrive."""
+    records: list[Any] = []
+
+    def enough() -> bool:
+        for batch in consumer.poll(timeout_ms=200).values():
+            records.extend(batch)
+        return len(records) >= count
+
+    if not wait_until(enough, timeout, interval=0):
+        raise TimeoutError(f"{len(records)} of {count} records within {timeout} s")
+    return records
+
+
+@pytest.fixture(name="poll_records")
+def poll_records_fixture() -> Callable[..., list[Any]]:
+    """:func:`poll_records` as a fixture: ``poll_records(consumer, count, timeout=30)``."""
+    return poll_records
+
+
 @pytest.fixture
 def settings(kafka_bootstrap: str, redis_url: str, unique: Unique) -> Settings:
     """Settings on the test servers with this test's own topics, group and key prefix."""
