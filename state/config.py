@@ -79,6 +79,51 @@ class Settings:
             "SEGSTREAM_CURRENCY", "--currency", "reject events in another ISO 4217 currency"
         ),
     )
+    # consumer tunables (docs/consumer.md)
+    topic_partitions: int = field(
+        default=6,
+        metadata=_opt(
+            "SEGSTREAM_TOPIC_PARTITIONS",
+            "--topic-partitions",
+            "partitions of topics the consumer creates",
+            kind=int,
+        ),
+    )
+    auto_offset_reset: str = field(
+        default="earliest",
+        metadata=_opt(
+            "SEGSTREAM_AUTO_OFFSET_RESET",
+            "--auto-offset-reset",
+            "where a new consumer group starts: earliest or latest",
+        ),
+    )
+    max_poll_records: int = field(
+        default=5000,
+        metadata=_opt(
+            "SEGSTREAM_MAX_POLL_RECORDS",
+            "--max-poll-records",
+            "records per batch at most",
+            kind=int,
+        ),
+    )
+    online_half_life_seconds: int = field(
+        default=30 * 86400,
+        metadata=_opt(
+            "SEGSTREAM_ONLINE_HALF_LIFE_SECONDS",
+            "--online-half-life-seconds",
+            "forgetting half-life of the online centroids, in event time",
+            kind=int,
+        ),
+    )
+    model_sync_seconds: int = field(
+        default=10,
+        metadata=_opt(
+            "SEGSTREAM_MODEL_SYNC_SECONDS",
+            "--model-sync-seconds",
+            "interval of shared-model merges and new-model checks",
+            kind=int,
+        ),
+    )
     # Kafka security
     kafka_security_protocol: str = field(
         default="PLAINTEXT",
