@@ -1,0 +1,378 @@
+"""The offline report: one self-contained ``report.html`` plus PNG exports of the key charts.
+
+:func:`write_report` is the entry point. The page embeds plotly.js once, inline, so it opens
+offline; every chart is an interactive plotly figure built by :mod:`offline.charts`. Large
+inputs stay light: histograms are binned here and scatter plots show a fixed-size random
+sample (stated on the page). Every string that comes from data is HTML-escaped.
+
+The PNG exports are drawn with matplotlib (:mod:`offline.report_png`), which needs no browser.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from offline import charts, report_png
+from offline.report_html import (
+    cleaning_table,
+    comparison_table,
+    fmt,
+    rfm_section,
+    segment_cards,
+    tree_rules_table,
+)
+from offline.result import FitResult
+
+logger = logging.getLogger(__name__)
+
+MAX_SCATTER_POINTS = 3000
+MAX_DISTRIBUTIONS = 9
+# substrings of column names worth a histogram besides the clustering features
+DISTRIBUTION_HINTS = (
+    "age",
+    "income",
+    "spend",
+    "score",
+    "frequency",
+    "orders",
+    "recency",
+    "monetary",
+)
+NON_FEATURE_COLUMNS = frozenset(
+    {"segment_id", "segment_name", "rfm_r", "rfm_f", "rfm_m", "rfm_score"}
+)
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportData:
+    """What the charts need, derived once from a :class:`FitResult` (pure, no I/O)."""
+
+    names: list[str]  # segment names, by label position
+    sizes: np.ndarray  # customers per label position
+    zscores: pd.DataFrame  # segment names x features: mean difference from population in SDs
+    distribution_columns: list[str]
+    top_features: list[str]  # up to two features with the highest ANOVA F
+    sample: np.ndarray  # row positions drawn for the scatter plots (sorted)
+
+
+def segment_zscores(
+    customers: pd.DataFrame, features: list[str], labels: np.ndarray, names: list[str]
+) -> pd.DataFrame:
+    """Each segment's mean minus the population mean, in population standard deviations.
+
+    >>> df = pd.DataFrame({"a": [0.0, 0.0, 2.0, 2.0]})
+    >>> segment_zscores(df, ["a"], np.array([0, 0, 1, 1]), ["low", "high"])["a"].tolist()
+    [-1.0, 1.0]
+    """
+    data = customers[features].apply(pd.to_numeric, errors="coerce")
+    sd = data.std(ddof=0).replace(0.0, np.nan)
+    means = data.groupby(np.asarray(labels)).mean()
+    z = ((means - data.mean()) / sd).reindex(range(len(names)))
+    z.index = pd.Index(names, name="segment")
+    return z
+
+
+def distribution_columns(customers: pd.DataFrame, features: list[str]) -> list[str]:
+    """The clustering features, then other numeric columns named like age/income/spend/...
+
+    >>> df = pd.DataFrame({"b": [1], "age": [30], "rfm_r": [5], "gender": ["F"], "orders": [2]})
+    >>> distribution_columns(df, ["b"])
+    ['b', 'age', 'orders']
+    """
+    cols = [f for f in features if f in customers]
+    for col in customers.columns:
+        name = str(col).lower()
+        if (
+            col not in cols
+            and col not in NON_FEATURE_COLUMNS
+            and any(h in name for h in DISTRIBUTION_HINTS)
+            and pd.api.types.is_numeric_dtype(customers[col])
+        ):
+            cols.append(col)
+    return cols[:MAX_DISTRIBUTIONS]
+
+
+def sample_rows(n: int, limit: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of a fixed-size random sample (all rows when ``n <= limit``).
+
+    >>> sample_rows(5, 10).tolist(), len(sample_rows(100, 10))
+    ([0, 1, 2, 3, 4], 10)
+    """
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def prepare(result: FitResult) -> ReportData:
+    """Derive the chart inputs from a fit result."""
+    names = [s.name for s in result.model.segments]
+    labels = np.asarray(result.labels)
+    top = [f for f in result.separation.sort_values(ascending=False).index if f in result.customers]
+    return ReportData(
+        names=names,
+        sizes=np.bincount(labels, minlength=len(names)),
+        zscores=segment_zscores(result.customers, result.features, labels, names),
+        distribution_columns=distribution_columns(result.customers, result.features),
+        top_features=[str(f) for f in top[:2]],
+        sample=sample_rows(len(labels), MAX_SCATTER_POINTS, int(result.meta.get("seed", 0) or 0)),
+    )
+
+
+def pca_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project ``X`` on its first two principal components; returns (coords, explained ratio)."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=0).fit(X)
+    return pca.transform(X), pca.explained_variance_ratio_
+
+
+def build_figures(result: FitResult, data: ReportData) -> dict[str, go.Figure]:
+    """Every chart of the page, keyed by its element id suffix, in page order."""
+    figs: dict[str, go.Figure] = {}
+    cust = result.customers
+    if data.distribution_columns:
+        figs["distributions"] = charts.distributions(cust, data.distribution_columns)
+        if len(data.distribution_columns) >= 2:
+            figs["correlation"] = charts.correlation_heatmap(cust, data.distribution_columns)
+    chosen_k = len(data.names)
+    figs["elbow"] = charts.elbow(result.kmeans_curve, result.knee_k)
+    figs["quality"] = charts.quality_curves(result.kmeans_curve, chosen_k)
+    labels = np.asarray(result.labels)[data.sample]
+    hover = [html.escape(str(i)) for i in cust.index[data.sample]]
+    if len(data.top_features) == 2:
+        fx, fy = data.top_features
+        figs["scatter"] = charts.segment_scatter(
+            cust[fx].to_numpy()[data.sample],
+            cust[fy].to_numpy()[data.sample],
+            labels,
+            data.names,
+            (fx, fy),
+            f"{fy} vs {fx} (the two features with the highest ANOVA F)",
+            hover,
+        )
+    X = np.asarray(result.X, dtype=float)
+    if X.ndim == 2 and X.shape[1] >= 2:
+        coords, ratio = pca_2d(X)
+        figs["pca"] = charts.segment_scatter(
+            coords[data.sample, 0],
+            coords[data.sample, 1],
+            labels,
+            data.names,
+            (f"PC1 ({ratio[0]:.0%} of variance)", f"PC2 ({ratio[1]:.0%} of variance)"),
+            "PCA projection of the clustering space",
+            hover,
+        )
+    figs["sizes"] = charts.segment_sizes(data.names, data.sizes.tolist())
+    figs["profiles"] = charts.profile_heatmap(data.zscores)
+    figs["separation"] = charts.separation_bar(result.separation)
+    if result.linkage is not None and len(result.linkage):
+        figs["dendrogram"] = charts.dendrogram(np.asarray(result.linkage))
+    if result.k_distance is not None and len(result.k_distance):
+        figs["kdistance"] = charts.k_distance(result.k_distance, result.dbscan_eps)
+    if result.transition is not None and not result.transition.empty:
+        figs["transition"] = charts.transition_heatmap(result.transition)
+    return figs
+
+
+def _figure_html(key: str, fig: go.Figure) -> str:
+    div = pio.to_html(
+        fig, full_html=False, include_plotlyjs=False, div_id=f"fig-{key}", config=PLOTLY_CONFIG
+    )
+    return f'<div class="chart">{div}</div>'
+
+
+def _section(sid: str, title: str, *parts: str) -> tuple[str, str, str]:
+    body = "\n".join(p for p in parts if p)
+    return sid, title, f'<section id="{sid}"><h2>{html.escape(title)}</h2>\n{body}\n</section>'
+
+
+def _p(text: str, cls: str = "note") -> str:
+    """A paragraph of already-escaped text."""
+    return f'<p class="{cls}">{text}</p>'
+
+
+def _sections(
+    result: FitResult, data: ReportData, figs: dict[str, go.Figure]
+) -> list[tuple[str, str, str]]:
+    f = {k: _figure_html(k, v) for k, v in figs.items()}
+    e = html.escape
+    n = len(result.labels)
+    sample_note = (
+        f"Scatter plots show a random sample of {len(data.sample):,} of {n:,} customers."
+        if len(data.sample) < n
+        else f"Scatter plots show all {n:,} customers."
+    )
+    sil_note = (
+        f"Silhouette scores were computed on a random sample of {result.silhouette_sample_size:,} customers."
+        if result.silhouette_sample_size
+        else "Silhouette scores were computed on every customer."
+    )
+    knee = (
+        f"The knee rule puts the elbow at k = {result.knee_k}."
+        if result.knee_k
+        else "No clear knee was found in the inertia curve."
+    )
+    out = [
+        _section(
+            "data-quality",
+            "Data quality",
+            _p("Every cleaning rule and how many rows it touched."),
+            cleaning_table(result.cleaning),
+        ),
+        _section(
+            "distributions",
+            "Distributions and correlations",
+            f.get("distributions", _p("No numeric feature to show.")),
+            f.get("correlation", ""),
+        ),
+        _section(
+            "choosing-k",
+            "Choosing the segmentation",
+            _p(e(result.selection_sentence), "sentence"),
+            f'<div class="grid2">{f["elbow"]}{f["quality"]}</div>',
+            _p(f"{e(knee)} {e(sil_note)}"),
+            "<h3>Algorithm comparison</h3>",
+            comparison_table(result.comparison),
+        ),
+        _section(
+            "segments",
+            "Segments",
+            f'<div class="grid2">{f.get("scatter", "")}{f.get("pca", "")}</div>',
+            _p(e(sample_note)),
+            f["sizes"],
+            f["profiles"],
+            _p(
+                "Cells: the segment mean minus the population mean, in population standard deviations (raw units)."
+            ),
+        ),
+        _section(
+            "drivers",
+            "What drives the segmentation",
+            f["separation"],
+            _p(
+                f"A shallow surrogate decision tree reproduces the segment labels for "
+                f"<b>{result.tree_agreement:.1%}</b> of customers; its rules read:"
+            ),
+            tree_rules_table(result.model.segments, result.tree_rules),
+        ),
+    ]
+    if "dendrogram" in f or "kdistance" in f:
+        eps = f" DBSCAN eps = {fmt(result.dbscan_eps)}." if result.dbscan_eps is not None else ""
+        out.append(
+            _section(
+                "structure",
+                "Hierarchy and density",
+                f.get("dendrogram", ""),
+                f.get("kdistance", ""),
+                _p(e(eps)),
+            )
+        )
+    if "transition" in f:
+        out.append(_section("transitions", "Transitions from the previous model", f["transition"]))
+    out.append(
+        _section(
+            "cards",
+            "Segment cards",
+            segment_cards(
+                result.model.segments,
+                np.asarray(result.labels),
+                data.zscores,
+                result.customers,
+                result.features,
+                result.tree_rules,
+            ),
+        )
+    )
+    rfm = rfm_section(result.customers, data.names, np.asarray(result.labels))
+    if rfm:
+        out.append(_section("rfm", "RFM summary", rfm))
+    out.append(
+        _section(
+            "assignment",
+            "Online assignment",
+            _p(
+                f"The published model is centroid based. Nearest-centroid assignment reproduces the "
+                f"{e(result.model.algorithm)} labels for <b>{result.nearest_centroid_agreement:.1%}</b> "
+                f"of the training customers. {e(sil_note)}"
+            ),
+        )
+    )
+    return out
+
+
+def _summary(result: FitResult, data: ReportData) -> str:
+    e = html.escape
+    as_of = (
+        datetime.fromtimestamp(result.as_of, tz=UTC).isoformat(timespec="seconds")
+        if result.as_of is not None
+        else "none (customers-only data)"
+    )
+    items = {
+        "customers": f"{len(result.labels):,}",
+        "features": ", ".join(result.features),
+        "algorithm": result.model.algorithm,
+        "segments": str(len(data.names)),
+        "model version": result.model.version,
+        "as of": as_of,
+    }
+    spans = "".join(f"<span>{e(k)}: <b>{e(v)}</b></span>" for k, v in items.items())
+    out = f'<div class="summary">{spans}</div>'
+    if result.weak_structure:
+        msg = result.weak_structure_message or "The data shows little cluster structure."
+        out += (
+            '<div class="warning" id="weak-structure" role="alert"><strong>Weak structure</strong>'
+            f"{e(msg)} The segments below are still usable, but treat them as a convenient "
+            "partition rather than natural groups.</div>"
+        )
+    return out
+
+
+def build_html(
+    result: FitResult, data: ReportData | None = None, title: str = "Customer segmentation report"
+) -> str:
+    """The whole page as a string (pure apart from reading the packaged template)."""
+    data = data if data is not None else prepare(result)
+    figs = build_figures(result, data)
+    sections = _sections(result, data, figs)
+    templates = resources.files("offline.templates")
+    page = string.Template(templates.joinpath("report.html").read_text(encoding="utf-8"))
+    from state.cli import package_version
+
+    return page.substitute(
+        title=html.escape(title),
+        css=templates.joinpath("report.css").read_text(encoding="utf-8"),
+        plotlyjs=get_plotlyjs(),
+        n_figures=str(len(figs)),
+        summary=_summary(result, data),
+        nav="".join(f'<li><a href="#{sid}">{html.escape(t)}</a></li>' for sid, t, _ in sections),
+        body="\n".join(s for _, _, s in sections),
+        generator_version=html.escape(package_version()),
+    )
+
+
+def write_report(result: FitResult, out_dir: Path) -> Path:
+    """Write ``out_dir/report.html`` and the PNG exports under ``out_dir/charts/``.
+
+    Returns the path of the HTML file.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.html"
+    data = prepare(result)
+    path.write_text(build_html(result, data), encoding="utf-8")
+    pngs = report_png.write_pngs(result, data, out_dir / "charts")
+    logger.info("report written path=%s bytes=%d pngs=%d", path, path.stat().st_size, len(pngs))
+    return path

@@ -1,0 +1,1 @@
+"""HTML and CSS templates of the offline report (package data)."""
