@@ -1,0 +1,339 @@
+"""The Redis customer store: one pipelined round trip per batch, guarded by a Lua script.
+
+Each customer write is one ``EVALSHA`` of ``guarded_write.lua`` on the customer's key
+alone (one hash slot, so it works on Redis Cluster too). A batch is packed with hiredis
+into one buffer, sent with one write, and its replies read back in order: redis-py's
+pipeline object costs more client CPU per command than Redis spends running the script
+(see docs/benchmarks.md). The last-event index (``ZADD GT``) rides in the same round
+trip; live segment sizes (``HINCRBY``) need the scripts' answers, so they follow in a
+second, small round trip and only when some segment changed.
+
+Sizes are counters: a crash between the two round trips loses that batch's changes,
+and :meth:`RedisStore.recount_segment_sizes` rebuilds them from the customer hashes.
+
+Connection is lazy (first use); close with :meth:`close` or a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+
+from state import keys as K
+from state.errors import SegstreamError
+from state.ids import validate_customer_id
+from state.store import (
+    CustomerSeed,
+    CustomerStore,
+    CustomerUpdate,
+    StoredCustomer,
+    WriteResult,
+    last_event_score,
+    size_deltas,
+)
+
+try:  # hiredis is a declared dependency; the fallback keeps the store importable without it
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover
+    _hiredis_pack = None
+
+logger = logging.getLogger(__name__)
+
+GUARDED_WRITE = resources.files("state").joinpath("guarded_write.lua").read_text()
+
+
+class StoreError(SegstreamError):
+    """The customer store could not be read or written (Redis unreachable, refused, ...)."""
+
+
+def pack_command(args: Sequence[str | bytes | int]) -> bytes:
+    """One command in the Redis protocol (RESP).
+
+    >>> pack_command(["HGET", "k", "f"])
+    b'*3\\r\\n$4\\r\\nHGET\\r\\n$1\\r\\nk\\r\\n$1\\r\\nf\\r\\n'
+    """
+    if _hiredis_pack is not None:
+        return bytes(_hiredis_pack(tuple(args)))
+    out = [b"*%d\r\n" % len(args)]  # pragma: no cover
+    for a in args:  # pragma: no cover
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)  # pragma: no cover
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _hash_reply(reply: Any) -> dict[str, str]:
+    """HGETALL reply (RESP2 flat list or RESP3 map) as a str -> str dict."""
+    if isinstance(reply, dict):
+        return {_text(k): _text(v) for k, v in reply.items()}
+    it = iter(reply)
+    return {_text(k): _text(v) for k, v in zip(it, it, strict=True)}
+
+
+def _record(kind_args: list[str | bytes | int], pairs: list[str], absent: list[str]) -> None:
+    kind_args.append(len(absent))
+    kind_args.extend(absent)
+    kind_args.append(len(pairs))
+    kind_args.extend(pairs)
+
+
+class RedisStore(CustomerStore):
+    """:class:`CustomerStore` on Redis (schema v1 of :mod:`state.keys`).
+
+    ``ttl_seconds`` (optional) expires a customer that has not been written for that long.
+    ``keys_per_script`` > 1 packs that many customers into one script call: faster, but
+    only valid when all keys share a hash slot, i.e. never on Redis Cluster
+    (docs/benchmarks.md has the numbers).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = K.DEFAULT_PREFIX,
+        ttl_seconds: int | None = None,
+        keys_per_script: int = 1,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.ttl_seconds = ttl_seconds
+        self.keys_per_script = keys_per_script
+        self._keys = K.Keys(prefix)
+        self._sha: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = K.DEFAULT_PREFIX, **options: Any) -> RedisStore:
+        """A store on ``url``; extra ``options`` go to :meth:`redis.Redis.from_url`
+        (e.g. ``Settings.redis_client_options()``) unless they are store options."""
+        store_opts = {k: options.pop(k) for k in ("ttl_seconds", "keys_per_script") if k in options}
+        return cls(redis.Redis.from_url(url, **options), prefix=prefix, **store_opts)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- raw round trips ----------------------------------------------------------------------
+
+    def _roundtrip(self, payload: bytes, replies: int) -> list[Any]:
+        """Send pre-packed commands in one write; return their replies (errors as values)."""
+        pool = self.client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # pragma: no cover - redis-py < 5.3 wants a command name
+            conn = pool.get_connection("_")
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis error: {exc}") from exc
+        try:
+            conn.send_packed_command([payload])
+            out: list[Any] = []
+            for _ in range(replies):
+                try:
+                    out.append(conn.read_response())
+                except redis.ResponseError as exc:  # the reply was read; the stream is in step
+                    out.append(exc)
+            return out
+        except redis.RedisError as exc:
+            conn.disconnect()
+            raise StoreError(f"Redis error: {exc}") from exc
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never reuse this socket
+            raise
+        finally:
+            pool.release(conn)
+
+    def _script_sha(self) -> str:
+        if self._sha is None:
+            try:
+                self._sha = str(self.client.script_load(GUARDED_WRITE))
+            except redis.RedisError as exc:
+                raise StoreError(f"Redis error loading the guard script: {exc}") from exc
+        return self._sha
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get_many(self, customer_ids: Sequence[str]) -> dict[str, StoredCustomer | None]:
+        ids = [validate_customer_id(c) for c in customer_ids]
+        if not ids:
+            return {}
+        payload = b"".join(pack_command(("HGETALL", self._keys.customer(c))) for c in ids)
+        replies = self._roundtrip(payload, len(ids))
+        out: dict[str, StoredCustomer | None] = {}
+        for cid, reply in zip(ids, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise StoreError(f"HGETALL failed for customer {cid}: {reply}")
+            fields = _hash_reply(reply)
+            out[cid] = StoredCustomer.from_fields(cid, fields) if fields else None
+        return out
+
+    def raw_fields(self, customer_id: str) -> dict[str, str]:
+        """Every field of a customer's hash, as stored (for tests and debugging)."""
+        reply = self._roundtrip(pack_command(("HGETALL", self._keys.customer(customer_id))), 1)[0]
+        return _hash_reply(reply)
+
+    def segment_sizes(self) -> dict[int, int]:
+        fields = _hash_reply(self._roundtrip(pack_command(("HGETALL", self._keys.segments)), 1)[0])
+        n = len(K.SEGMENT_SIZE_PREFIX)
+        return {
+            int(f[n:]): int(v) for f, v in fields.items() if f.startswith(K.SEGMENT_SIZE_PREFIX)
+        }
+
+    def idle_customers(self, before: float, *, limit: int = 1000) -> list[tuple[str, float]]:
+        cmd = (
+            "ZRANGEBYSCORE", self._keys.last_event_index, "-inf", f"({K.number(before)}",
+            "WITHSCORES", "LIMIT", 0, int(limit),
+        )  # fmt: skip
+        reply = self._roundtrip(pack_command(cmd), 1)[0]
+        if isinstance(reply, Exception):
+            raise StoreError(f"ZRANGEBYSCORE failed: {reply}")
+        if reply and isinstance(reply[0], list):  # RESP3: [[member, score], ...]
+            return [(_text(m), float(s)) for m, s in reply]
+        it = iter(reply)
+        return [(_text(m), float(s)) for m, s in zip(it, it, strict=True)]
+
+    # -- guarded writes -----------------------------------------------------------------------
+
+    def apply_many(self, updates: Sequence[CustomerUpdate]) -> list[WriteResult]:
+        records = []
+        index: list[str | float] = []
+        for u in updates:
+            key = self._keys.customer(u.customer_id)
+            pairs, absent = K.encode_state_flat(u.state)
+            pairs += (
+                K.SEGMENT_ID, str(int(u.segment_id)), K.SEGMENT_NAME, u.segment_name,
+                K.MODEL_VERSION, u.model_version, K.UPDATED_AT, K.number(u.updated_at),
+            )  # fmt: skip
+            args: list[str | bytes | int] = [
+                "a", K.partition_field(u.partition), int(u.offset), K.number(u.event_ts),
+            ]  # fmt: skip
+            _record(args, pairs, absent)
+            records.append((key, args))
+            index += (K.number(last_event_score(u)), u.customer_id)
+        results = self._guarded(records, [u.customer_id for u in updates], index)
+        self._bump_sizes(size_deltas(results, (u.segment_id for u in updates)))
+        return results
+
+    def put_initial_many(self, seeds: Sequence[CustomerSeed]) -> list[WriteResult]:
+        records = []
+        index: list[str | float] = []
+        for s in seeds:
+            key = self._keys.customer(s.customer_id)
+            pairs, absent = K.encode_state_flat(s.state)
+            pairs += (
+                K.SEGMENT_ID, str(int(s.segment_id)), K.SEGMENT_NAME, s.segment_name,
+                K.MODEL_VERSION, s.model_version, K.UPDATED_AT, K.number(s.updated_at),
+                K.AS_OF, K.number(s.as_of),
+            )  # fmt: skip
+            args: list[str | bytes | int] = ["s", K.number(s.as_of)]
+            _record(args, pairs, absent)
+            records.append((key, args))
+            if s.state.decay_ts is not None:
+                index += (K.number(s.state.decay_ts), s.customer_id)
+        results = self._guarded(records, [s.customer_id for s in seeds], index)
+        self._bump_sizes(size_deltas(results, (s.segment_id for s in seeds)))
+        return results
+
+    def _guarded(
+        self,
+        records: list[tuple[str, list[str | bytes | int]]],
+        ids: list[str],
+        index: list[str | float],
+    ) -> list[WriteResult]:
+        if not records:
+            return []
+        sha = self._script_sha()
+        ttl = int(self.ttl_seconds or 0)
+        groups = list(_chunks(records, max(1, self.keys_per_script)))
+        commands = [_script_command(sha, ttl, group) for group in groups]
+        if index:
+            commands.append(pack_command(("ZADD", self._keys.last_event_index, "GT", *index)))
+        replies = self._roundtrip(b"".join(commands), len(commands))
+        if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies[: len(groups)]):
+            # Script cache flushed (restart, SCRIPT FLUSH): reload, resend the refused calls.
+            self._sha = None
+            sha = self._script_sha()
+            retry = [i for i, r in enumerate(replies[: len(groups)]) if isinstance(r, Exception)]
+            again = self._roundtrip(
+                b"".join(_script_command(sha, ttl, groups[i]) for i in retry), len(retry)
+            )
+            for i, r in zip(retry, again, strict=True):
+                replies[i] = r
+        for r in replies:
+            if isinstance(r, Exception):
+                raise StoreError(f"guarded write failed: {r}")
+        flat = [x for group_reply in replies[: len(groups)] for x in group_reply]
+        return [
+            WriteResult(
+                cid, flat[2 * n] == 1, None if flat[2 * n + 1] is None else int(flat[2 * n + 1])
+            )
+            for n, cid in enumerate(ids)
+        ]
+
+    def _bump_sizes(self, deltas: Mapping[int, int]) -> None:
+        changed = [(seg, d) for seg, d in deltas.items() if d]
+        if not changed:
+            return
+        payload = b"".join(
+            pack_command(("HINCRBY", self._keys.segments, K.segment_size_field(seg), d))
+            for seg, d in changed
+        )
+        for reply in self._roundtrip(payload, len(changed)):
+            if isinstance(reply, Exception):
+                raise StoreError(f"HINCRBY of segment sizes failed: {reply}")
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def recount_segment_sizes(self, *, scan_count: int = 1000) -> dict[int, int]:
+        """Rebuild the live sizes from the customer hashes (SCAN; O(customers)).
+
+        Counters of segments that no customer holds are set to 0.
+        """
+        counts: dict[int, int] = {}
+        try:
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=self._keys.customer_pattern, count=scan_count):
+                batch.append(key)
+                if len(batch) >= scan_count:
+                    _count_segments(self.client, batch, counts)
+                    batch = []
+            _count_segments(self.client, batch, counts)
+            old = self.segment_sizes()
+            mapping = {K.segment_size_field(s): 0 for s in old} | {
+                K.segment_size_field(s): n for s, n in counts.items()
+            }
+            if mapping:
+                self.client.hset(self._keys.segments, mapping=mapping)
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis error recounting segment sizes: {exc}") from exc
+        return counts
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _script_command(sha: str, ttl: int, group: list[tuple[str, list[str | bytes | int]]]) -> bytes:
+    args: list[str | bytes | int] = ["EVALSHA", sha, len(group)]
+    args.extend(key for key, _ in group)
+    args.append(ttl)
+    for _, record in group:
+        args.extend(record)
+    return pack_command(args)
+
+
+def _count_segments(client: redis.Redis, keys: list[bytes], counts: dict[int, int]) -> None:
+    if not keys:
+        return
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hget(key, K.SEGMENT_ID)
+    for value in pipe.execute():
+        if value is not None:
+            seg = int(value)
+            counts[seg] = counts.get(seg, 0) + 1
