@@ -1,0 +1,400 @@
+"""One batch of the consumer, as pure steps over plain lists (no Kafka, Redis or metrics).
+
+The service runs, per poll::
+
+    decoded, dead = decode_records(records, now=..., currency=...)
+    stored = store.get_many(customer_ids(decoded))        # one round trip
+    plan = processor.plan(decoded, stored, now=...)       # fold, assign, learn
+    results = store.apply_many(plan.updates)              # one guarded round trip
+    changes = plan.changes(results)                       # only real, applied changes
+
+**Exactly-once state.** For each customer only events the stored record
+:meth:`~state.store.StoredCustomer.accepts` are folded (offset newer than the last one
+applied from that partition, event time after the offline ``as_of``), in arrival order,
+with :func:`state.features.apply_event`; the store's guard refuses the write of an
+update that is not newer, so a redelivered batch changes nothing.
+
+**Segments.** Each changed customer is evaluated at its latest event time
+(``max(decay_ts, as_of)``), vectorised through the model's schema guard, assigned and
+learnt by the online model in one :meth:`~state.online.OnlineSegmenter.move_many`. The
+customer's previous contribution is rebuilt from its stored record (same state, same
+evaluation time, stored segment), so no extra field is needed in Redis.
+
+**Poison.** A customer whose processing raises (a bug, not bad input: bad input is
+rejected by the decoder) is retried a bounded number of times, then all of its events
+in the batch go to the dead-letter topic with ``processing_error:<ExceptionClass>``;
+the rest of the batch proceeds.
+
+>>> from producer.contract import encode, CheckoutEvent
+>>> ev = CheckoutEvent(event_id="e1", customer_id="c1", ts=100.0, amount=5.0)
+>>> recs = [SourceRecord(topic="t", partition=0, offset=0, key=b"c1", value=encode(ev)),
+...         SourceRecord(topic="t", partition=0, offset=1, key=b"c1", value=b"{")]
+>>> ok, dead = decode_records(recs, now=200.0)
+>>> [d.event.event_id for d in ok], [(d.reason, d.record.offset) for d in dead]
+(['e1'], [('invalid_json', 1)])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from producer.contract import CheckoutEvent, Rejection, decode
+from state.features import CustomerState, apply_event, derive
+from state.model import SegmentModel
+from state.online import OnlineSegmenter
+from state.online_state import Contribution
+from state.store import CustomerStore, CustomerUpdate, StoredCustomer, WriteResult
+
+logger = logging.getLogger(__name__)
+
+#: Attempts at processing one customer before its events are dead-lettered.
+POISON_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceRecord:
+    """The parts of a Kafka record the consumer uses (built from a ``ConsumerRecord``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+    @classmethod
+    def from_kafka(cls, record: Any) -> SourceRecord:
+        ts = getattr(record, "timestamp", None)
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            timestamp_ms=ts if isinstance(ts, int) and ts >= 0 else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """A message that will not be applied, the original bytes kept, and why."""
+
+    record: SourceRecord
+    reason: str
+    detail: str
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Kafka headers of the dead-letter message (reason and source coordinates)."""
+        r = self.record
+        return [
+            ("reason", self.reason.encode()),
+            ("detail", self.detail[:1000].encode("utf-8", "replace")),
+            ("source_topic", r.topic.encode()),
+            ("source_partition", str(r.partition).encode()),
+            ("source_offset", str(r.offset).encode()),
+        ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decoded:
+    """A valid event and the record it came from."""
+
+    record: SourceRecord
+    event: CheckoutEvent
+
+
+def decode_records(
+    records: Iterable[SourceRecord], *, now: float, currency: str | None = None
+) -> tuple[list[Decoded], list[DeadLetter]]:
+    """Split records into valid events and dead letters (decoder reasons), order kept."""
+    ok: list[Decoded] = []
+    dead: list[DeadLetter] = []
+    for r in records:
+        if r.value is None:
+            dead.append(DeadLetter(record=r, reason="invalid_json", detail="empty message"))
+            continue
+        out = decode(r.value, r.key, now=now, currency=currency or None)
+        if isinstance(out, Rejection):
+            dead.append(DeadLetter(record=r, reason=out.reason, detail=out.detail))
+        else:
+            ok.append(Decoded(record=r, event=out))
+    return ok, dead
+
+
+def customer_ids(decoded: Iterable[Decoded]) -> list[str]:
+    """Distinct customer ids in first-seen order (what ``get_many`` needs)."""
+    return list(dict.fromkeys(d.event.customer_id for d in decoded))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SegmentChange:
+    """One ``segment-changes`` event (JSON, keyed by customer id)."""
+
+    customer_id: str
+    previous_segment_id: int | None
+    previous_segment_name: str | None
+    segment_id: int
+    segment_name: str
+    model_version: str
+    event_ts: float
+    reason: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "customer_id": self.customer_id,
+                "previous_segment_id": self.previous_segment_id,
+                "previous_segment_name": self.previous_segment_name,
+                "segment_id": self.segment_id,
+                "segment_name": self.segment_name,
+                "model_version": self.model_version,
+                "event_ts": self.event_ts,
+                "reason": self.reason,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+@dataclass(kw_only=True)
+class Plan:
+    """Everything one batch will write and emit, before the write."""
+
+    updates: list[CustomerUpdate] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    previous_names: list[str | None] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    applied_events: int = 0
+    duplicate_events: int = 0
+    event_times: list[float] = field(default_factory=list)  # of folded events
+    broker_times: list[float] = field(default_factory=list)  # seconds, of folded events
+
+    def changes(self, results: Sequence[WriteResult]) -> list[SegmentChange]:
+        """Segment changes of the writes that were applied (one per customer at most)."""
+        out: dict[str, SegmentChange] = {}
+        for u, r, reason, prev_name in zip(
+            self.updates, results, self.reasons, self.previous_names, strict=True
+        ):
+            if not r.applied or r.previous_segment_id == u.segment_id:
+                continue
+            first = out.get(u.customer_id)
+            out[u.customer_id] = SegmentChange(
+                customer_id=u.customer_id,
+                previous_segment_id=first.previous_segment_id if first else r.previous_segment_id,
+                previous_segment_name=first.previous_segment_name if first else prev_name,
+                segment_id=u.segment_id,
+                segment_name=u.segment_name,
+                model_version=u.model_version,
+                event_ts=u.event_ts,
+                reason=reason,
+            )
+        return list(out.values())
+
+
+def evaluation_time(state: CustomerState, as_of: float | None) -> float:
+    """When a customer's features are evaluated: its latest event time, or the snapshot.
+
+    >>> evaluation_time(CustomerState(decay_ts=50.0), 80.0)
+    80.0
+    """
+    times = [t for t in (state.decay_ts, as_of) if t is not None]
+    return max(times) if times else 0.0
+
+
+def previous_contribution(
+    stored: StoredCustomer | None, model: SegmentModel, segmenter: OnlineSegmenter
+) -> Contribution | None:
+    """The point a stored customer contributes to the online model, rebuilt from its record.
+
+    ``None`` for an unknown customer, or one last assigned by another model version.
+    """
+    if stored is None or stored.model_version != model.version or stored.segment_id is None:
+        return None
+    index = next((i for i, s in enumerate(model.segments) if s.id == stored.segment_id), None)
+    if index is None:
+        return None
+    at = evaluation_time(stored.state, stored.as_of)
+    x = derive(stored.state, at, half_life_days=model.half_life_days)
+    point = segmenter.vectorize(x)
+    return Contribution(
+        point=tuple(float(v) for v in point),
+        segment=index,
+        clock=at,
+        model_version=model.version,
+    )
+
+
+@dataclass(slots=True)
+class _Folded:
+    customer_id: str
+    stored: StoredCustomer | None
+    runs: list[tuple[CustomerState, Decoded]]  # state after each partition run, last event
+    point: np.ndarray
+    at: float
+    previous: Contribution | None
+
+
+class BatchProcessor:
+    """Plans one batch: folds events per customer, assigns and learns segments.
+
+    Holds the current model and online segmenter (swapped on hot reload by the service).
+    """
+
+    def __init__(self, model: SegmentModel, segmenter: OnlineSegmenter) -> None:
+        self.model = model
+        self.segmenter = segmenter
+
+    def plan(
+        self,
+        decoded: Sequence[Decoded],
+        stored: Mapping[str, StoredCustomer | None],
+        *,
+        now: float,
+    ) -> Plan:
+        plan = Plan()
+        by_customer: dict[str, list[Decoded]] = {}
+        for d in decoded:
+            by_customer.setdefault(d.event.customer_id, []).append(d)
+        folded: list[_Folded] = []
+        for cid, events in by_customer.items():
+            f = self._fold_with_retries(cid, events, stored.get(cid), plan)
+            if f is not None:
+                folded.append(f)
+        if not folded:
+            return plan
+        moves = self.segmenter.move_many(
+            np.array([f.point for f in folded]),
+            at=np.array([f.at for f in folded]),
+            previous=[f.previous for f in folded],
+        )
+        for i, f in enumerate(folded):
+            segment = self.model.segments[int(moves.segments[i])]
+            reason = self._reason(f)
+            prev_name = f.stored.segment_name if f.stored else None
+            for state, last in f.runs:
+                plan.updates.append(
+                    CustomerUpdate(
+                        customer_id=f.customer_id,
+                        state=state,
+                        segment_id=segment.id,
+                        segment_name=segment.name,
+                        model_version=self.model.version,
+                        updated_at=now,
+                        partition=last.record.partition,
+                        offset=last.record.offset,
+                        event_ts=last.event.ts,
+                    )
+                )
+                plan.reasons.append(reason)
+                plan.previous_names.append(prev_name)
+        return plan
+
+    def _reason(self, f: _Folded) -> str:
+        if f.stored is not None and f.stored.model_version not in (None, self.model.version):
+            return "new_model"
+        return "refund" if f.runs[-1][1].event.type == "refund" else "purchase"
+
+    def _fold_with_retries(
+        self, cid: str, events: list[Decoded], stored: StoredCustomer | None, plan: Plan
+    ) -> _Folded | None:
+        for attempt in range(1, POISON_ATTEMPTS + 1):
+            try:
+                return self._fold(cid, events, stored, plan)
+            except Exception as exc:  # a bug in processing code: bounded retries, then DLQ
+                if attempt < POISON_ATTEMPTS:
+                    continue
+                reason = f"processing_error:{type(exc).__name__}"
+                logger.error(
+                    "poison customer=%s events=%d reason=%s detail=%r",
+                    cid, len(events), reason, str(exc),
+                )  # fmt: skip
+                plan.dead_letters.extend(
+                    DeadLetter(record=d.record, reason=reason, detail=str(exc)) for d in events
+                )
+        return None
+
+    def _fold(
+        self, cid: str, events: list[Decoded], stored: StoredCustomer | None, plan: Plan
+    ) -> _Folded | None:
+        hl = self.model.half_life_days
+        state = stored.state if stored is not None else CustomerState()
+        offsets = dict(stored.offsets) if stored is not None else {}
+        as_of = stored.as_of if stored is not None else None
+        runs: list[tuple[CustomerState, Decoded]] = []
+        applied: list[Decoded] = []
+        duplicates = 0
+        for d in events:
+            p, o, ts = d.record.partition, d.record.offset, d.event.ts
+            last = offsets.get(p)
+            if (last is not None and o <= last) or (as_of is not None and ts <= as_of):
+                duplicates += 1
+                continue
+            state = apply_event(state, d.event, half_life_days=hl)
+            offsets[p] = o
+            if runs and runs[-1][1].record.partition == p:
+                runs[-1] = (state, d)
+            else:
+                runs.append((state, d))
+            applied.append(d)
+        if not runs:
+            plan.duplicate_events += duplicates
+            return None
+        at = evaluation_time(state, as_of)
+        point = self.segmenter.vectorize(derive(state, at, half_life_days=hl))
+        if not np.isfinite(point).all():
+            raise ValueError(f"non-finite feature vector for customer {cid}")
+        previous = previous_contribution(stored, self.model, self.segmenter)
+        # counted only once the customer is sure to be written
+        plan.duplicate_events += duplicates
+        plan.applied_events += len(applied)
+        plan.event_times.extend(d.event.ts for d in applied)
+        plan.broker_times.extend(
+            d.record.timestamp_ms / 1000.0
+            for d in applied
+            if d.record.timestamp_ms is not None and math.isfinite(d.record.timestamp_ms)
+        )
+        return _Folded(cid, stored, runs, point, at, previous)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepResult:
+    """What one batch did: the plan, the store's answers, changes and dead letters."""
+
+    plan: Plan
+    results: list[WriteResult]
+    changes: list[SegmentChange]
+    dead_letters: list[DeadLetter]
+    decoded: int
+
+
+def run_step(
+    records: Sequence[SourceRecord],
+    store: CustomerStore,
+    processor: BatchProcessor,
+    *,
+    now: float,
+    currency: str | None = None,
+) -> StepResult:
+    """Decode, read, plan, write: one batch against a :class:`~state.store.CustomerStore`.
+
+    Two store round trips (``get_many``, ``apply_many``). On a store error the exception
+    propagates with nothing written by this call (the online model may have learnt: the
+    caller restores it, see :class:`consumer.service.ConsumerService`).
+    """
+    decoded, dead = decode_records(records, now=now, currency=currency)
+    stored = store.get_many(customer_ids(decoded)) if decoded else {}
+    plan = processor.plan(decoded, stored, now=now)
+    results = store.apply_many(plan.updates) if plan.updates else []
+    return StepResult(
+        plan=plan,
+        results=results,
+        changes=plan.changes(results),
+        dead_letters=dead + plan.dead_letters,
+        decoded=len(decoded),
+    )
