@@ -108,8 +108,9 @@ def batch_states(
     np.maximum.at(decay_ts, codes, ts)
     weight = decay_factor(decay_ts[codes] - ts, half_life_days)
     signed = np.where(refund, -amount, amount).astype(np.float64)
-    spend_decayed = np.bincount(codes, weights=signed * weight, minlength=k)
-    orders_decayed = np.bincount(pc, weights=weight[purchase], minlength=k)
+    # (astype: bincount of nothing returns int64 even with float weights)
+    spend_decayed = np.bincount(codes, weights=signed * weight, minlength=k).astype(np.float64)
+    orders_decayed = np.bincount(pc, weights=weight[purchase], minlength=k).astype(np.float64)
     decay_ts[~np.isfinite(decay_ts)] = np.nan
 
     age, gender, income, profile_ts = _profiles(events, codes, ts, k)
