@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -11,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from state.devstack import RedisServer, kafka_api_versions_ok, process_identity, redis_ping
+from state.devstack import (
+    RedisServer,
+    ServerProcess,
+    kafka_api_versions_ok,
+    process_identity,
+    redis_ping,
+)
 from state.devstack_cli import load_state
+from state.errors import DevStackError
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +55,50 @@ def test_restartable_redis_keeps_its_port_and_loses_memory(
     assert restartable_redis.port == port
     assert client.get("k") is None  # no persistence: a restart starts empty
     client.close()
+
+
+class _Silent(ServerProcess):
+    """A process that runs but never answers: exercises the readiness timeout."""
+
+    kind = "silent"
+
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-c",
+            "import time; print('no protocol here', flush=True); time.sleep(60)",
+        ]
+
+    def ping(self) -> bool:
+        return False
+
+
+def test_readiness_timeout_names_the_server_shows_its_log_and_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    server = _Silent(workdir=tmp_path)
+    with pytest.raises(DevStackError, match="did not answer") as raised:
+        server.start(timeout=0.5)
+    assert "no protocol here" in str(raised.value)
+    assert server.pid is None and not server.is_running()
+
+
+def test_a_taken_port_fails_fast_with_the_server_log(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        server = RedisServer(port=holder.getsockname()[1], workdir=tmp_path)
+        with pytest.raises(DevStackError, match="exited before answering") as raised:
+            server.start(timeout=10)
+    assert "in use" in str(raised.value).lower()
+
+
+def test_stop_never_signals_a_pid_that_is_another_process_now(tmp_path: Path) -> None:
+    server = RedisServer(workdir=tmp_path)
+    server.adopt({"pid": os.getpid(), "identity": "proc:0", "port": 1})  # our PID, not its start
+    assert not server.is_running()
+    server.stop()  # must not SIGTERM the test process
+    assert process_identity(os.getpid()) is not None
 
 
 # -- segstream dev: the real CLI, and outside clients against what it started ----------------
