@@ -141,9 +141,13 @@ def batch_states(
 def _customer_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Dense int codes of the customer column and the id of each code."""
     if isinstance(column.dtype, pd.CategoricalDtype):
-        cat = column.cat.remove_unused_categories()
-        codes = cat.cat.codes.to_numpy().astype(np.intp)
-        uniques = np.asarray(cat.cat.categories, dtype=object)
+        codes = column.cat.codes.to_numpy().astype(np.intp)
+        uniques = np.asarray(column.cat.categories, dtype=object)
+        if len(codes) and codes.min() >= 0:
+            present = np.bincount(codes, minlength=len(uniques)) > 0
+            if not present.all():  # drop unused categories without sorting 20M codes
+                remap = np.cumsum(present) - 1
+                codes, uniques = remap[codes], uniques[present]
     else:
         codes, uniques_idx = pd.factorize(column, sort=False)
         uniques = np.asarray(uniques_idx, dtype=object)
@@ -176,6 +180,22 @@ def _float_column(events: pd.DataFrame, name: str, n: int) -> np.ndarray:
     return pd.to_numeric(events[name], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _gender_column(events: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gender as an object array of ``str`` (where known) and the known mask."""
+    if "gender" not in events:
+        return np.full(n, None, dtype=object), np.zeros(n, dtype=bool)
+    col = events["gender"]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        cats = np.array([str(c) for c in col.cat.categories] + [None], dtype=object)
+        return cats[codes], codes >= 0
+    values = col.to_numpy(dtype=object)
+    known = ~pd.isna(values)
+    values = values.copy()
+    values[known] = [v if isinstance(v, str) else str(v) for v in values[known]]
+    return values, known
+
+
 def _profiles(
     events: pd.DataFrame, codes: np.ndarray, ts: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -189,10 +209,7 @@ def _profiles(
         return age, gender, income, profile_ts
     e_age = _float_column(events, "age", n)
     e_income = _float_column(events, "annual_income", n)
-    e_gender = (
-        events["gender"].to_numpy(dtype=object) if "gender" in events else np.full(n, None, object)
-    )
-    gender_known = ~pd.isna(e_gender)
+    e_gender, gender_known = _gender_column(events, n)
     has = ~np.isnan(e_age) | gender_known | ~np.isnan(e_income)
     if not has.any():
         return age, gender, income, profile_ts
@@ -203,10 +220,10 @@ def _profiles(
     rows = rows[ts[rows] == best_ts[codes[rows]]]
     # Ties at that time: the greatest (age, gender, income) key wins, as in profile_key().
     c_age, c_income = e_age[rows], e_income[rows]
-    c_gender = np.array([str(g) for g in e_gender[rows][gender_known[rows]]], dtype=object)
     g_codes = np.full(len(rows), -1, dtype=np.int64)
-    if len(c_gender):
-        g_codes[gender_known[rows]] = pd.factorize(c_gender, sort=True)[0]
+    c_known = gender_known[rows]
+    if c_known.any():  # codes in Python's string order, as profile_key compares
+        g_codes[c_known] = pd.factorize(e_gender[rows][c_known], sort=True)[0]
     a_known, i_known = ~np.isnan(c_age), ~np.isnan(c_income)
     order = np.lexsort(
         (
@@ -226,8 +243,7 @@ def _profiles(
     cw = codes[win]
     age[cw] = e_age[win]
     income[cw] = e_income[win]
-    gw = e_gender[win]
-    gender[cw] = [None if pd.isna(g) else str(g) for g in gw]
+    gender[cw] = np.where(gender_known[win], e_gender[win], None)
     profile_ts[cw] = ts[win]
     return age, gender, income, profile_ts
 

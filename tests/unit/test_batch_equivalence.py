@@ -141,12 +141,17 @@ def assert_same_state(
     )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=events_st, half_life=half_lives)
-def test_batch_states_equal_the_fold_in_arrival_order(rows: list[dict], half_life: float) -> None:
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=events_st, half_life=half_lives, categorical=st.booleans())
+def test_batch_states_equal_the_fold_in_arrival_order(
+    rows: list[dict], half_life: float, categorical: bool
+) -> None:
     events = to_events(rows)
     folded = fold_by_customer(events, half_life)
-    frame = batch_states(to_frame(rows), half_life_days=half_life)
+    table = to_frame(rows)
+    if categorical:  # as Parquet dictionary columns arrive
+        table = table.astype({"customer_id": "category", "type": "category", "gender": "category"})
+    frame = batch_states(table, half_life_days=half_life)
 
     assert list(frame.columns) == list(STATE_FIELDS)
     assert set(frame.index) == set(folded)
