@@ -1,64 +1,71 @@
 -- segstream key schema v1: guarded writes of customer hashes (see docs/redis-schema.md).
 --
--- KEYS: one or more customer hashes. Called with ONE key per call by default, so that the
--- script touches a single hash slot (Redis Cluster); a batch of keys per call is allowed
--- only when the caller knows every key is in one slot (or the server is not a cluster).
+-- KEYS: customer hashes. The store calls this with ONE key per call, so that the script
+-- touches a single hash slot (Redis Cluster). Several keys per call are allowed only when
+-- the caller knows they share a slot (or the server is not a cluster).
 --
--- ARGV[1] = TTL in seconds (0 = none), then one record per key, in KEYS order:
---   "a", <partition field>, <offset>, <event ts>,   (an online update)
---   "s", <as_of>,                                   (an offline seed)
---   then <n>, <n fields to delete>..., <m>, <m field/value items>...
+-- ARGV[1] = TTL in seconds (0 = none)
+-- ARGV[2] = MessagePack array of records, one per key, in KEYS order; each record is
+--   { kind, partition field, offset, ts, segment_id, segment_name, model_version,
+--     updated_at, <one value per STATE_FIELDS entry, false when unknown> }
+--   kind "a": an online update; ts is the time of the last event applied.
+--   kind "s": an offline seed; partition field and offset are false, ts is its as_of.
 --
 -- An update is skipped when the stored offset of its partition is >= its offset, or its
 -- event time is <= the stored _as_of. A seed is skipped when the stored _as_of or
--- decay_ts is newer than its as_of. Offsets and times compare as numbers (doubles: exact
--- up to 2^53).
+-- decay_ts is later than its as_of. Numbers compare as doubles (exact up to 2^53).
+-- Applied: unknown state fields are deleted, the rest written (one HSET).
 --
--- Returns a flat array: applied (1/0), previous segment_id (or nil) for each key.
+-- Returns a flat array: applied (1/0), previous segment_id (or nil), for each key.
+
+local STATE_FIELDS = { "@STATE_FIELDS@" }  -- filled in from state/keys.py at load time
+local NSTATE = #STATE_FIELDS
 
 local ttl = tonumber(ARGV[1])
+local records = cmsgpack.unpack(ARGV[2])
+if #records ~= #KEYS then
+  return redis.error_reply("segstream guarded_write: " .. #records .. " records for " .. #KEYS .. " keys")
+end
 local out = {}
-local i = 2
 for k = 1, #KEYS do
   local key = KEYS[k]
-  local kind = ARGV[i]
-  local apply = true
+  local r = records[k]
+  local kind = r[1]
+  local ts = tonumber(r[4])
   local cur
-  local pfield, offset
+  local apply
   if kind == "a" then
-    pfield = ARGV[i + 1]
-    offset = ARGV[i + 2]
-    local ts = tonumber(ARGV[i + 3])
-    i = i + 4
-    cur = redis.call("HMGET", key, "segment_id", pfield, "_as_of")
-    if (cur[2] and tonumber(cur[2]) >= tonumber(offset)) or (cur[3] and ts <= tonumber(cur[3])) then
-      apply = false
-    end
+    cur = redis.call("HMGET", key, "segment_id", r[2], "_as_of")
+    apply = not ((cur[2] and tonumber(cur[2]) >= tonumber(r[3])) or (cur[3] and ts <= tonumber(cur[3])))
   elseif kind == "s" then
-    local as_of = tonumber(ARGV[i + 1])
-    i = i + 2
     cur = redis.call("HMGET", key, "segment_id", "_as_of", "decay_ts")
-    if (cur[2] and tonumber(cur[2]) > as_of) or (cur[3] and tonumber(cur[3]) > as_of) then
-      apply = false
-    end
+    apply = not ((cur[2] and tonumber(cur[2]) > ts) or (cur[3] and tonumber(cur[3]) > ts))
   else
     return redis.error_reply("segstream guarded_write: unknown record kind " .. tostring(kind))
   end
-  local ndel = tonumber(ARGV[i])
-  local dfirst = i + 1
-  i = dfirst + ndel
-  local nset = tonumber(ARGV[i])
-  local sfirst = i + 1
-  i = sfirst + nset
   if apply then
-    if ndel > 0 then
-      redis.call("HDEL", key, unpack(ARGV, dfirst, dfirst + ndel - 1))
-    end
-    if pfield then
-      redis.call("HSET", key, pfield, offset, unpack(ARGV, sfirst, sfirst + nset - 1))
+    local set = { "segment_id", r[5], "segment_name", r[6], "model_version", r[7], "updated_at", r[8] }
+    if kind == "a" then
+      set[9] = r[2]
+      set[10] = r[3]
     else
-      redis.call("HSET", key, unpack(ARGV, sfirst, sfirst + nset - 1))
+      set[9] = "_as_of"
+      set[10] = r[4]
     end
+    local del = {}
+    for j = 1, NSTATE do
+      local v = r[8 + j]
+      if v then
+        set[#set + 1] = STATE_FIELDS[j]
+        set[#set + 1] = v
+      else
+        del[#del + 1] = STATE_FIELDS[j]
+      end
+    end
+    if #del > 0 then
+      redis.call("HDEL", key, unpack(del))
+    end
+    redis.call("HSET", key, unpack(set))
     if ttl > 0 then
       redis.call("EXPIRE", key, ttl)
     end

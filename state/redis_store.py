@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
+import msgspec
 import redis
 
 from state import keys as K
@@ -43,14 +44,20 @@ except ImportError:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-GUARDED_WRITE = resources.files("state").joinpath("guarded_write.lua").read_text()
+GUARDED_WRITE = (
+    resources.files("state")
+    .joinpath("guarded_write.lua")
+    .read_text()
+    .replace('"@STATE_FIELDS@"', ", ".join(f'"{f}"' for f in K.STATE_FIELDS))
+)
+"""The guard script, with the state field names of :mod:`state.keys` filled in."""
 
 
 class StoreError(SegstreamError):
     """The customer store could not be read or written (Redis unreachable, refused, ...)."""
 
 
-def pack_command(args: Sequence[str | bytes | int]) -> bytes:
+def pack_command(args: Sequence[str | bytes]) -> bytes:
     """One command in the Redis protocol (RESP).
 
     >>> pack_command(["HGET", "k", "f"])
@@ -75,13 +82,6 @@ def _hash_reply(reply: Any) -> dict[str, str]:
         return {_text(k): _text(v) for k, v in reply.items()}
     it = iter(reply)
     return {_text(k): _text(v) for k, v in zip(it, it, strict=True)}
-
-
-def _record(kind_args: list[str | bytes | int], pairs: list[str], absent: list[str]) -> None:
-    kind_args.append(len(absent))
-    kind_args.extend(absent)
-    kind_args.append(len(pairs))
-    kind_args.extend(pairs)
 
 
 class RedisStore(CustomerStore):
@@ -199,69 +199,79 @@ class RedisStore(CustomerStore):
     # -- guarded writes -----------------------------------------------------------------------
 
     def apply_many(self, updates: Sequence[CustomerUpdate]) -> list[WriteResult]:
-        records = []
-        index: list[str | float] = []
+        records: list[tuple[str, list[Any]]] = []
+        index: list[str] = []
         for u in updates:
-            key = self._keys.customer(u.customer_id)
-            pairs, absent = K.encode_state_flat(u.state)
-            pairs += (
-                K.SEGMENT_ID, str(int(u.segment_id)), K.SEGMENT_NAME, u.segment_name,
-                K.MODEL_VERSION, u.model_version, K.UPDATED_AT, K.number(u.updated_at),
-            )  # fmt: skip
-            args: list[str | bytes | int] = [
-                "a", K.partition_field(u.partition), int(u.offset), K.number(u.event_ts),
-            ]  # fmt: skip
-            _record(args, pairs, absent)
-            records.append((key, args))
+            records.append(
+                (
+                    self._keys.customer(u.customer_id),
+                    [
+                        "a",
+                        K.partition_field(u.partition),
+                        str(int(u.offset)),
+                        K.number(u.event_ts),
+                        str(int(u.segment_id)),
+                        u.segment_name,
+                        u.model_version,
+                        K.number(u.updated_at),
+                        *K.state_values(u.state),
+                    ],
+                )
+            )
             index += (K.number(last_event_score(u)), u.customer_id)
-        results = self._guarded(records, [u.customer_id for u in updates], index)
+        results = self._guarded(records, index)
         self._bump_sizes(size_deltas(results, (u.segment_id for u in updates)))
         return results
 
     def put_initial_many(self, seeds: Sequence[CustomerSeed]) -> list[WriteResult]:
-        records = []
-        index: list[str | float] = []
+        records: list[tuple[str, list[Any]]] = []
+        index: list[str] = []
         for s in seeds:
-            key = self._keys.customer(s.customer_id)
-            pairs, absent = K.encode_state_flat(s.state)
-            pairs += (
-                K.SEGMENT_ID, str(int(s.segment_id)), K.SEGMENT_NAME, s.segment_name,
-                K.MODEL_VERSION, s.model_version, K.UPDATED_AT, K.number(s.updated_at),
-                K.AS_OF, K.number(s.as_of),
-            )  # fmt: skip
-            args: list[str | bytes | int] = ["s", K.number(s.as_of)]
-            _record(args, pairs, absent)
-            records.append((key, args))
+            records.append(
+                (
+                    self._keys.customer(s.customer_id),
+                    [
+                        "s",
+                        False,
+                        False,
+                        K.number(s.as_of),
+                        str(int(s.segment_id)),
+                        s.segment_name,
+                        s.model_version,
+                        K.number(s.updated_at),
+                        *K.state_values(s.state),
+                    ],
+                )
+            )
             if s.state.decay_ts is not None:
                 index += (K.number(s.state.decay_ts), s.customer_id)
-        results = self._guarded(records, [s.customer_id for s in seeds], index)
+        results = self._guarded(records, index)
         self._bump_sizes(size_deltas(results, (s.segment_id for s in seeds)))
         return results
 
-    def _guarded(
-        self,
-        records: list[tuple[str, list[str | bytes | int]]],
-        ids: list[str],
-        index: list[str | float],
-    ) -> list[WriteResult]:
+    def _guarded(self, records: list[tuple[str, list[Any]]], index: list[str]) -> list[WriteResult]:
+        """Run the guard script over ``records`` (+ the index ZADD) in one round trip."""
         if not records:
             return []
         sha = self._script_sha()
-        ttl = int(self.ttl_seconds or 0)
+        ttl = str(int(self.ttl_seconds or 0))
         groups = list(_chunks(records, max(1, self.keys_per_script)))
         commands = [_script_command(sha, ttl, group) for group in groups]
         if index:
             commands.append(pack_command(("ZADD", self._keys.last_event_index, "GT", *index)))
         replies = self._roundtrip(b"".join(commands), len(commands))
-        if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies[: len(groups)]):
-            # Script cache flushed (restart, SCRIPT FLUSH): reload, resend the refused calls.
+        refused = [
+            i
+            for i, r in enumerate(replies[: len(groups)])
+            if isinstance(r, redis.exceptions.NoScriptError)
+        ]
+        if refused:  # script cache flushed (restart, SCRIPT FLUSH): reload, resend those calls
             self._sha = None
             sha = self._script_sha()
-            retry = [i for i, r in enumerate(replies[: len(groups)]) if isinstance(r, Exception)]
             again = self._roundtrip(
-                b"".join(_script_command(sha, ttl, groups[i]) for i in retry), len(retry)
+                b"".join(_script_command(sha, ttl, groups[i]) for i in refused), len(refused)
             )
-            for i, r in zip(retry, again, strict=True):
+            for i, r in zip(refused, again, strict=True):
                 replies[i] = r
         for r in replies:
             if isinstance(r, Exception):
@@ -269,9 +279,11 @@ class RedisStore(CustomerStore):
         flat = [x for group_reply in replies[: len(groups)] for x in group_reply]
         return [
             WriteResult(
-                cid, flat[2 * n] == 1, None if flat[2 * n + 1] is None else int(flat[2 * n + 1])
+                _customer_id(key, self._keys),
+                flat[2 * n] == 1,
+                None if flat[2 * n + 1] is None else int(flat[2 * n + 1]),
             )
-            for n, cid in enumerate(ids)
+            for n, (key, _) in enumerate(records)
         ]
 
     def _bump_sizes(self, deltas: Mapping[int, int]) -> None:
@@ -318,13 +330,19 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def _script_command(sha: str, ttl: int, group: list[tuple[str, list[str | bytes | int]]]) -> bytes:
-    args: list[str | bytes | int] = ["EVALSHA", sha, len(group)]
-    args.extend(key for key, _ in group)
-    args.append(ttl)
-    for _, record in group:
-        args.extend(record)
-    return pack_command(args)
+_MSGPACK = msgspec.msgpack.Encoder()
+
+
+def _script_command(sha: str, ttl: str, group: list[tuple[str, list[Any]]]) -> bytes:
+    """``EVALSHA sha n key... ttl <msgpack records>`` for one group of customers."""
+    return pack_command(
+        ("EVALSHA", sha, str(len(group)), *(key for key, _ in group), ttl,
+         _MSGPACK.encode([record for _, record in group]))
+    )  # fmt: skip
+
+
+def _customer_id(key: str, keys: K.Keys) -> str:
+    return key[len(keys.base) + len(":customer:") :]
 
 
 def _count_segments(client: redis.Redis, keys: list[bytes], counts: dict[int, int]) -> None:

@@ -197,8 +197,8 @@ class CustomerStore(abc.ABC):
 
 def update_fields(update: CustomerUpdate) -> tuple[dict[str, str], list[str]]:
     """Hash fields to set and fields to delete for an update (state + segment)."""
-    pairs, absent = K.encode_state_flat(update.state)
-    fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
+    fields = K.encode_state(update.state)
+    absent = [f for f in K.STATE_FIELDS if f not in fields]
     fields[K.SEGMENT_ID] = str(int(update.segment_id))
     fields[K.SEGMENT_NAME] = update.segment_name
     fields[K.MODEL_VERSION] = update.model_version
@@ -208,8 +208,8 @@ def update_fields(update: CustomerUpdate) -> tuple[dict[str, str], list[str]]:
 
 def seed_fields(seed: CustomerSeed) -> tuple[dict[str, str], list[str]]:
     """Hash fields to set and to delete for an offline seed (includes ``_as_of``)."""
-    pairs, absent = K.encode_state_flat(seed.state)
-    fields = dict(zip(pairs[::2], pairs[1::2], strict=True))
+    fields = K.encode_state(seed.state)
+    absent = [f for f in K.STATE_FIELDS if f not in fields]
     fields[K.SEGMENT_ID] = str(int(seed.segment_id))
     fields[K.SEGMENT_NAME] = seed.segment_name
     fields[K.MODEL_VERSION] = seed.model_version
@@ -246,6 +246,10 @@ class InMemoryStore(CustomerStore):
             h = self.hashes.get(cid)
             out[cid] = StoredCustomer.from_fields(cid, h) if h else None
         return out
+
+    def raw_fields(self, customer_id: str) -> dict[str, str]:
+        """Every field of a customer's hash, as Redis would hold it."""
+        return dict(self.hashes.get(validate_customer_id(customer_id), {}))
 
     def apply_many(self, updates: Sequence[CustomerUpdate]) -> list[WriteResult]:
         for u in updates:
