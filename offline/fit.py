@@ -55,7 +55,7 @@ class FitOptions:
     scaler: str = "standard"
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS
     n_bootstrap: int = 10
-    silhouette_sample: int = 10_000
+    silhouette_sample: int = 5_000
     selection_sample: int = 50_000
     version: str | None = None
     meta: dict = field(default_factory=dict)

@@ -201,11 +201,37 @@ def parse_time(values: pd.Series, date_format: str | None = None) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         dt = values
     else:
-        dt = pd.to_datetime(values, format=date_format, errors="coerce", utc=True)
+        fmt = date_format or guess_date_format(values)
+        dt = pd.to_datetime(values, format=fmt, errors="coerce", utc=True)
     if getattr(dt.dt, "tz", None) is None:
         dt = dt.dt.tz_localize("UTC")
     ns = dt.astype("int64").astype(float)
     return pd.Series(np.where(dt.isna(), np.nan, ns / 1e9), index=values.index)
+
+
+DATE_FORMATS = (
+    "ISO8601", "%d-%b-%y", "%d-%b-%Y", "%m/%d/%y", "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y",
+    "%m/%d/%Y %H:%M", "%m/%d/%y %H:%M", "%d/%m/%Y %H:%M", "%Y%m%d",
+)  # fmt: skip
+
+
+def guess_date_format(values: pd.Series, sample: int = 1000) -> str | None:
+    """The first of :data:`DATE_FORMATS` that parses every one of the first ``sample`` dates
+    (month-first before day-first when both fit; pass ``--date-format`` to decide).
+
+    >>> guess_date_format(pd.Series(["16-May-15", "02-Jan-19"]))
+    '%d-%b-%y'
+    >>> guess_date_format(pd.Series(["02/24/03", "05/07/03"]))
+    '%m/%d/%y'
+    """
+    head = values.dropna().astype(str).head(sample)
+    if head.empty:
+        return None
+    for fmt in DATE_FORMATS:
+        parsed = pd.to_datetime(head, format=fmt, errors="coerce", utc=True)
+        if parsed.notna().all():
+            return fmt
+    return None
 
 
 def parse_as_of(value: str | float | None, date_format: str | None = None) -> float | None:

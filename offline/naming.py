@@ -216,7 +216,7 @@ def name_segments(profiles: pd.DataFrame, features: Sequence[str]) -> pd.DataFra
         if label in names.values():
             label = f"{label} ({sid})"
         names[sid] = label
-        out.append((sid, label, f"Customers with {what}.", "test offers to learn what moves them"))
+        out.append((sid, label, f"A mixed group: {what}.", "test offers to learn what moves them"))
     return pd.DataFrame(out, columns=["segment_id", "name", "description", "action"]).set_index(
         "segment_id"
     )

@@ -92,9 +92,10 @@ class SegmentSelector:
         random_state: int = 42,
         n_init: int = 10,
         n_bootstrap: int = 10,
-        silhouette_sample: int = 10_000,
+        silhouette_sample: int = 5_000,
         selection_sample: int = 50_000,
         agglomerative_sample: int = 5_000,
+        gmm_sample: int = 20_000,
         dbscan_sample: int = 10_000,
         dbscan_min_samples: int = 5,
         min_stability: float = 0.6,
@@ -111,6 +112,7 @@ class SegmentSelector:
         self.silhouette_sample = silhouette_sample
         self.selection_sample = selection_sample
         self.agglomerative_sample = agglomerative_sample
+        self.gmm_sample = gmm_sample
         self.dbscan_sample = dbscan_sample
         self.dbscan_min_samples = dbscan_min_samples
         self.min_stability = min_stability
@@ -173,15 +175,18 @@ class SegmentSelector:
             rows.append({"algorithm": "agglomerative", "k": k, **_scores(Xa, labels, sil_idx)})
         return rows
 
-    def _gmm(self, X: np.ndarray, sil_idx: np.ndarray) -> list[dict[str, float]]:
+    def _gmm(self, X: np.ndarray) -> list[dict[str, float]]:
+        idx = self._sample(len(X), self.gmm_sample, salt=7)
+        Xg = X[idx]
+        sil_idx = self._sample(len(Xg), self.silhouette_sample, salt=8)
         rows = []
         for k in self.ks_:
             self._say(f"Gaussian mixture k={k}")
-            gm = GaussianMixture(k, random_state=self.random_state, n_init=2).fit(X)
-            labels = gm.predict(X)
-            self._sample_labels_[("gmm", k)] = (self._sel_idx, labels)
-            row = {"algorithm": "gmm", "k": k, "bic": float(gm.bic(X))}
-            rows.append({**row, **_scores(X, labels, sil_idx)})
+            gm = GaussianMixture(k, random_state=self.random_state, n_init=2).fit(Xg)
+            labels = gm.predict(Xg)
+            self._sample_labels_[("gmm", k)] = (idx, labels)
+            row = {"algorithm": "gmm", "k": k, "bic": float(gm.bic(Xg))}
+            rows.append({**row, **_scores(Xg, labels, sil_idx)})
         return rows
 
     def _dbscan(self, X: np.ndarray) -> list[dict[str, float]]:
@@ -242,7 +247,7 @@ class SegmentSelector:
         if "agglomerative" in self.algorithms:
             rows += self._agglomerative(X)
         if "gmm" in self.algorithms:
-            rows += self._gmm(Xs, sil_idx)
+            rows += self._gmm(X)
         if "dbscan" in self.algorithms:
             rows += self._dbscan(X)
         table = pd.DataFrame(rows)
