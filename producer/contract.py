@@ -27,6 +27,7 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import msgspec
@@ -42,6 +43,8 @@ MAX_TEXT_CHARS = 64  # category, channel
 MAX_GENDER_CHARS = 32
 MAX_ITEMS = 2**31 - 1  # fits a signed 32-bit int in every producer language
 MAX_AGE = 130.0
+#: The same contract as a JSON Schema (draft 2020-12), for producers in other languages.
+SCHEMA_PATH = Path(__file__).with_name("schema") / "checkout-event.v1.json"
 
 
 class CheckoutEvent(msgspec.Struct, frozen=True, kw_only=True):
