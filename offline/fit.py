@@ -119,6 +119,40 @@ def customer_features(
     return frame, states
 
 
+def seed_states(
+    states: pd.DataFrame | None, frame: pd.DataFrame, as_of: float | None
+) -> pd.DataFrame:
+    """Every customer's :class:`~state.features.CustomerState` fields for the publish seed.
+
+    Customers without transactions get the empty state; profile fields (``age``,
+    ``gender``, ``annual_income``) come from the customers table when it has them, with
+    ``profile_ts`` = ``as_of`` (0 for customers-only data).
+    """
+    from state.batch import INT_FIELDS
+    from state.features import STATE_FIELDS
+
+    if states is None:
+        states = pd.DataFrame(index=frame.index, columns=list(STATE_FIELDS), dtype=float)
+    out = states.reindex(frame.index)
+    for col in STATE_FIELDS:
+        if col in INT_FIELDS:
+            out[col] = out[col].fillna(0).astype("int64")
+        elif col in ("spend_decayed", "orders_decayed"):
+            out[col] = out[col].astype(float).fillna(0.0)
+    out["gender"] = out["gender"].astype(object)
+    known = pd.Series(False, index=frame.index)
+    for col in PROFILE_COLUMNS:
+        if col in frame.columns:
+            values = frame[col] if col == "gender" else pd.to_numeric(frame[col], errors="coerce")
+            out[col] = values.where(values.notna(), out[col])
+            known |= values.notna()
+    stamp = 0.0 if as_of is None else as_of
+    out["profile_ts"] = (
+        out["profile_ts"].astype(float).where(~known | out["profile_ts"].notna(), stamp)
+    )
+    return out[list(STATE_FIELDS)]
+
+
 def default_features(
     frame: pd.DataFrame, customer_columns: Sequence[str], has_tx: bool
 ) -> list[str]:
@@ -197,7 +231,8 @@ def fit(
             if as_of is None and len(transactions):
                 as_of = float(transactions["ts"].max())
     with _stage("features", timings, progress):
-        frame, _ = customer_features(customers, transactions, as_of, opts.half_life_days)
+        frame, states = customer_features(customers, transactions, as_of, opts.half_life_days)
+        states = seed_states(states, frame, as_of)
         has_tx, has_cust = transactions is not None, customers is not None
         cust_cols = [c for c in customers.columns if c != "customer_id"] if has_cust else []
         features = list(opts.features or default_features(frame, cust_cols, has_tx))
@@ -317,6 +352,7 @@ def fit(
         )
     agreement = float((model.nearest(X) == labels).mean()) if len(X) <= 200_000 else None
     return FitResult(
+        states=states,
         customers=out,
         features=features,
         X=X,

@@ -56,3 +56,4 @@ class FitResult:
     transition: pd.DataFrame | None = None  # old segment x new segment counts, when re-fitting
     as_of: float | None = None  # snapshot time (epoch s), None for customers-only data
     meta: dict[str, Any] = field(default_factory=dict)  # inputs, seed, timings, data fingerprint
+    states: pd.DataFrame | None = None  # CustomerState fields by customer id, for publish
