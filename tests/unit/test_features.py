@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from decimal import ROUND_HALF_UP, Decimal
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from producer.contract import CheckoutEvent
 from state.features import (
@@ -14,6 +18,7 @@ from state.features import (
     CustomerState,
     apply_event,
     cents,
+    cents_array,
     decay_factor,
     derive,
     fold_events,
@@ -53,6 +58,17 @@ def test_money_enters_as_integer_cents_rounded_half_away_from_zero(
 ) -> None:
     assert cents(amount) == expected
     assert isinstance(cents(amount), int)
+
+
+@settings(max_examples=300, deadline=None)
+@given(amount=st.floats(-1e8, 1e8, allow_nan=False), decimals=st.sampled_from([0, 1, 2, 3]))
+def test_cents_rounds_like_decimal_half_up_on_what_was_written(
+    amount: float, decimals: int
+) -> None:
+    written = round(amount, decimals)
+    expected = int((Decimal(repr(written)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    assert cents(written) == expected
+    assert cents_array(np.array([written])).tolist() == [expected]
 
 
 def test_non_finite_money_is_refused() -> None:
