@@ -13,7 +13,7 @@ Discount Seekers       22          32     high      buys mostly on promotion day
 Infrequent Shoppers    3           30     low       whole window, often long quiet
 Loyal Customers        70          50     low       whole window, recent
 New Customers          30          55     low       joined in the last few weeks
-At-Risk                28 -> 0.5   130    low       went quiet months ago
+At-Risk                28 -> 0.25  130    low       went quiet months ago
 =====================  ==========  =====  ========  ==============================
 
 >>> [a.name for a in ARCHETYPES][:2]
@@ -47,7 +47,8 @@ GENDERS: tuple[str, ...] = ("F", "M")
 class Archetype:
     """Distribution parameters of one kind of customer.
 
-    Rates are orders per year (Poisson arrivals). Order value is log-normal around
+    Rates are orders per year; ``regularity`` is the gamma shape of the gaps between
+    orders (1: Poisson arrivals, 4: fairly regular). Order value is log-normal around
     ``median_order_value``; each customer draws a personal median from
     ``customer_spread``. ``promo_share`` is the share of orders placed on
     promotion days; ``discount_on_promo`` / ``discount_off_promo`` are the chances
@@ -60,6 +61,7 @@ class Archetype:
     weight: float
     orders_per_year: float
     median_order_value: float
+    regularity: float = 1.0
     order_value_sigma: float = 0.35
     customer_spread: float = 0.15
     promo_share: float = 0.14
@@ -112,7 +114,8 @@ ARCHETYPES: tuple[Archetype, ...] = (
         weight=0.22,
         orders_per_year=3.0,
         median_order_value=30.0,
-        discount_on_promo=0.2,
+        regularity=4.0,
+        discount_on_promo=0.1,
         items_mean=1.2,
         channel_p=(0.3, 0.2, 0.5),
         age_mean=48.0,
@@ -154,8 +157,8 @@ ARCHETYPES: tuple[Archetype, ...] = (
         channel_p=(0.6, 0.2, 0.2),
         age_mean=38.0,
         joined_between=(0.85, 1.0),
-        quiet_since=(0.3, 0.5),
-        quiet_orders_per_year=0.5,
+        quiet_since=(0.35, 0.55),
+        quiet_orders_per_year=0.25,
     ),
 )
 

@@ -77,6 +77,7 @@ class Population:
     quiet_from: np.ndarray
     rate: np.ndarray
     quiet_rate: np.ndarray
+    regularity: np.ndarray
     value_mu: np.ndarray
     value_sigma: np.ndarray
     promo_mult: np.ndarray
@@ -155,6 +156,7 @@ def make_population(
         quiet_from=quiet_from,
         rate=rate,
         quiet_rate=quiet_rate,
+        regularity=_attr("regularity")[arch],
         value_mu=value_mu,
         value_sigma=_attr("order_value_sigma")[arch],
         promo_mult=promo / share,
@@ -206,22 +208,51 @@ def _thin(pop: Population, idx: np.ndarray, ts: np.ndarray, u: np.ndarray) -> np
     return u * mult_max < mult
 
 
+def _renewal(
+    rng: np.random.Generator,
+    cust: np.ndarray,
+    start: np.ndarray,
+    length: np.ndarray,
+    rate: np.ndarray,
+    shape: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Arrival times of renewal processes, one per customer, on ``[start, start + length)``.
+
+    Gaps are gamma-distributed with mean ``1 / rate`` and the given ``shape``
+    (1: Poisson arrivals; larger: more regular). Vectorised over all customers.
+    """
+    expected = rate * length
+    need = np.where(expected > 0, np.ceil(expected + 6.0 * np.sqrt(expected) + 10.0), 0).astype(
+        np.int64
+    )
+    owner = np.repeat(np.arange(len(cust)), need)
+    gaps = rng.gamma(
+        np.repeat(shape, need), 1.0 / np.repeat(np.maximum(rate, 1e-300) * shape, need)
+    )
+    totals = np.cumsum(gaps)
+    if not len(totals):
+        return cust[:0], start[:0]
+    first = np.cumsum(need) - need  # index of each customer's first gap
+    before = np.where(first > 0, totals[np.maximum(first - 1, 0)], 0.0)
+    offset = totals - np.repeat(before, need)
+    keep = offset < np.repeat(length, need)
+    return cust[owner[keep]], np.repeat(start, need)[keep] + offset[keep]
+
+
 def _history_chunk(pop: Population, lo: int, hi: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng([seed, 1, lo])
     cust = np.arange(lo, hi)
     mult_max = np.maximum(pop.promo_mult[cust], pop.off_mult[cust])
     active_end = np.minimum(pop.quiet_from[cust], pop.end)
-    # Candidate arrivals: Poisson counts on the active and quiet spans, thinned by the calendar.
+    # Candidate arrivals: a renewal process after the first order (gamma gaps; shape 1 is
+    # Poisson), then Poisson while quiet, thinned by the promotion calendar.
     spans = (
-        (pop.joined[cust], active_end, pop.rate[cust]),
-        (active_end, np.full(len(cust), pop.end), pop.quiet_rate[cust]),
+        (pop.joined[cust], active_end, pop.rate[cust], pop.regularity[cust]),
+        (active_end, np.full(len(cust), pop.end), pop.quiet_rate[cust], np.ones(len(cust))),
     )
     idx_parts, ts_parts = [cust], [pop.joined[cust]]  # everyone's first order is at `joined`
-    for start, stop, rate in spans:
-        length = np.maximum(stop - start, 0.0)
-        counts = rng.poisson(rate * mult_max * length)
-        idx = np.repeat(cust, counts)
-        ts = np.repeat(start, counts) + rng.random(counts.sum()) * np.repeat(length, counts)
+    for start, stop, rate, shape in spans:
+        idx, ts = _renewal(rng, cust, start, np.maximum(stop - start, 0.0), rate * mult_max, shape)
         keep = _thin(pop, idx, ts, rng.random(len(idx)))
         idx_parts.append(idx[keep])
         ts_parts.append(ts[keep])

@@ -18,7 +18,12 @@ from importlib.metadata import PackageNotFoundError, version
 from state.errors import SegstreamError
 
 # Subcommand name -> module exposing register(subparsers). Order is the order in --help.
-COMMANDS: tuple[tuple[str, str], ...] = (("dev", "state.devstack_cli"),)
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("dev", "state.devstack_cli"),
+    ("produce", "producer.cli"),
+    ("consume", "consumer.cli"),
+    ("offline", "offline.cli"),
+)
 
 
 def package_version() -> str:
