@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 from state.errors import DevStackError
@@ -150,7 +150,7 @@ class ServerProcess:
             return False
         return process_identity(self.pid) == self.identity
 
-    def start(self, *, detach: bool = False, timeout: float = START_TIMEOUT) -> ServerProcess:
+    def start(self, *, detach: bool = False, timeout: float = START_TIMEOUT) -> Self:
         """Start the server and return once it answers; raise :class:`DevStackError` if not.
 
         With no port given, a free one is chosen, and another is tried if it was taken

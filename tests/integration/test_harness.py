@@ -127,7 +127,7 @@ def _exports(stdout: str) -> dict[str, str]:
     return env
 
 
-def _librdkafka_round_trip(bootstrap: str) -> tuple[bytes, bytes]:
+def _librdkafka_round_trip(bootstrap: str) -> tuple[bytes | None, bytes | None]:
     """Create and list a topic, produce and consume one message with librdkafka.
 
     The clients live only inside this function: Tansu waits ~5 s for open connections
@@ -136,7 +136,7 @@ def _librdkafka_round_trip(bootstrap: str) -> tuple[bytes, bytes]:
     from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    conf = {"bootstrap.servers": bootstrap}
+    conf: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap}
     admin = AdminClient(conf)
     topic = f"interop-{uuid.uuid4().hex[:8]}"
     for future in admin.create_topics([NewTopic(topic, num_partitions=1)]).values():
