@@ -23,6 +23,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("produce", "producer.cli"),
     ("consume", "consumer.cli"),
     ("offline", "offline.cli"),
+    ("lookup", "state.lookup_cli"),
 )
 
 
