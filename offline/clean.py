@@ -4,7 +4,9 @@ Customers table
   1. rows without a customer id are dropped;
   2. ids that break the id rule (``[A-Za-z0-9._:-]{1,64}``) are normalised (other characters -> ``_``);
   3. repeated customer ids: the first row is kept, the others dropped;
-  4. impossible values: negative numbers, ages above 120 -> missing;
+  4. impossible values -> missing: negative numbers in columns that cannot be negative
+     (names with age, income, amount, spend, price, sales, purchase, quantity, orders,
+     revenue, score), ages above 120;
   5. missing numbers -> the column median; missing text -> ``"unknown"``.
 
 Transactions table
@@ -44,6 +46,10 @@ from state.ids import CUSTOMER_ID_PATTERN
 
 OUTLIER_IQR_FACTOR = 3.0
 MAX_AGE = 120.0
+NON_NEGATIVE_HINTS = (
+    "age", "income", "amount", "spend", "price", "sales", "purchase", "quantity", "orders",
+    "revenue", "score",
+)  # fmt: skip
 _VALID_ID = re.compile(CUSTOMER_ID_PATTERN)
 _INVALID_CHARS = re.compile(r"[^A-Za-z0-9._:-]+")
 
@@ -98,6 +104,8 @@ def clean_customers(df: pd.DataFrame) -> tuple[pd.DataFrame, list[CleaningStep]]
     numeric = [c for c in df.columns if c != "customer_id" and pd.api.types.is_numeric_dtype(df[c])]
     for col in numeric:
         values = df[col].astype(float)
+        if not any(h in col for h in NON_NEGATIVE_HINTS):
+            continue
         neg = values < 0
         if col == "age":
             neg |= values > MAX_AGE
