@@ -70,8 +70,8 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def install_signal_handlers(request_stop: Any) -> None:
-    """SIGTERM/SIGINT: stop after the batch; a second SIGINT: exit at once (status 130)."""
+def install_signal_handlers(request_stop: Any, *, hard_exit: Any = os._exit) -> None:
+    """SIGTERM/SIGINT: stop after the batch; a second SIGINT: ``hard_exit(130)`` at once."""
     interrupts = {"n": 0}
 
     def on_term(signum: int, frame: Any) -> None:
@@ -81,7 +81,8 @@ def install_signal_handlers(request_stop: Any) -> None:
     def on_int(signum: int, frame: Any) -> None:
         interrupts["n"] += 1
         if interrupts["n"] >= 2:
-            os._exit(130)
+            hard_exit(130)
+            return
         on_term(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)

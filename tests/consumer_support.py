@@ -14,7 +14,6 @@ from sklearn.cluster import KMeans
 
 from consumer.processor import SourceRecord
 from producer.contract import CheckoutEvent, encode
-from producer.simulate import make_population, simulate_history, simulate_stream
 from state.batch import batch_states, iter_states
 from state.features import CustomerState, derive
 from state.model import SegmentModel
@@ -36,12 +35,6 @@ class World:
     @property
     def as_of(self) -> float:
         return float(self.model.as_of or 0.0)
-
-
-def history_frame(history: pd.DataFrame) -> pd.DataFrame:
-    out = history.copy()
-    out["ts"] = (out["ts"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    return out
 
 
 def events_frame(events: Sequence[CheckoutEvent]) -> pd.DataFrame:
@@ -79,25 +72,81 @@ def fit_model(
     )
 
 
+def simulate(
+    customers: int, n_events: int, *, start: float, span: float, seed: int, tag: str
+) -> pd.DataFrame:
+    """Checkouts of ``customers`` with heavy-tailed rates and spends, in time order.
+
+    Deliberately independent of the producer's simulator: a small, fixed workload.
+    """
+    rng = np.random.default_rng(seed)
+    rate = rng.pareto(1.5, customers) + 0.1
+    spend_mu = rng.normal(3.5, 0.8, customers)
+    who = rng.choice(customers, n_events, p=rate / rate.sum())
+    ts = np.sort(start + rng.uniform(0, span, n_events).round(3))
+    refund = rng.random(n_events) < 0.05
+    amount = np.round(np.exp(rng.normal(spend_mu[who], 0.4)), 2)
+    with_profile = rng.random(n_events) < 0.3
+    age = np.where(with_profile, rng.integers(18, 80, customers)[who], np.nan)
+    return pd.DataFrame(
+        {
+            "event_id": [f"{tag}{i}" for i in range(n_events)],
+            "customer_id": [f"C{c:06d}" for c in who],
+            "type": np.where(refund, "refund", "purchase"),
+            "ts": ts,
+            "amount": np.where(refund, np.round(amount / 2, 2), amount),
+            "discount": np.where(rng.random(n_events) < 0.2, np.round(amount * 0.1, 2), 0.0),
+            "items": rng.integers(1, 5, n_events),
+            "age": age,
+            "gender": None,
+            "annual_income": np.nan,
+        }
+    )
+
+
+def to_events(frame: pd.DataFrame) -> list[CheckoutEvent]:
+    out = []
+    for row in frame.itertuples(index=False):
+        age = None if math.isnan(row.age) else float(row.age)
+        out.append(
+            CheckoutEvent(
+                event_id=row.event_id,
+                customer_id=row.customer_id,
+                type=row.type,
+                ts=float(row.ts),
+                amount=float(row.amount),
+                discount=float(row.discount),
+                items=int(row.items),
+                age=age,
+            )
+        )
+    return out
+
+
 def make_world(customers: int = 300, events: int = 3000, seed: int = 1) -> World:
-    pop = make_population(customers, seed=seed, end=END, history_days=120.0)
-    history = history_frame(simulate_history(pop, seed=seed))
+    """History of ``3 * events`` over 120 days before :data:`END`, a stream of ``events``
+    over the day after (some of its customers are new)."""
+    history = simulate(customers, 3 * events, start=END - 120 * 86400, span=120 * 86400 - 1,
+                       seed=seed, tag="h")  # fmt: skip
+    stream = simulate(customers + customers // 10, events, start=END + 1, span=86400.0,
+                      seed=seed + 1, tag="s")  # fmt: skip
     states = dict(iter_states(batch_states(history)))
     model = fit_model(states, as_of=END)
-    seeds = [
-        CustomerSeed(
-            customer_id=cid,
-            state=s,
-            segment_id=model.assign(derive(s, END)).id,
-            segment_name=model.assign(derive(s, END)).name,
-            model_version=model.version,
-            updated_at=END,
-            as_of=END,
+    seeds = []
+    for cid, s in states.items():
+        segment = model.assign(derive(s, END))
+        seeds.append(
+            CustomerSeed(
+                customer_id=cid,
+                state=s,
+                segment_id=segment.id,
+                segment_name=segment.name,
+                model_version=model.version,
+                updated_at=END,
+                as_of=END,
+            )
         )
-        for cid, s in states.items()
-    ]
-    stream = list(simulate_stream(pop, seed=seed, events=events))
-    return World(history=history, model=model, seeds=seeds, stream=stream)
+    return World(history=history, model=model, seeds=seeds, stream=to_events(stream))
 
 
 def partition_of(customer_id: str, partitions: int) -> int:

@@ -145,7 +145,12 @@ def test_a_new_model_version_gives_reason_new_model(world: World) -> None:
     m2 = replace(world.model, version="m2", centroids=tuple(reversed(world.model.centroids)))
     proc2 = BatchProcessor(m2, OnlineSegmenter.from_model(m2, half_life_seconds=86400))
     step = run_step(records_for(world.stream[:300]), store, proc2, now=NOW)
-    assert step.changes and {c.reason for c in step.changes} == {"new_model"}
+    known = [c for c in step.changes if c.previous_segment_id is not None]
+    assert known and {c.reason for c in known} == {"new_model"}
+    assert {c.reason for c in step.changes if c.previous_segment_id is None} <= {
+        "purchase",
+        "refund",
+    }
 
 
 def test_a_customer_whose_processing_crashes_is_dead_lettered_with_the_class(
