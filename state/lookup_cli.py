@@ -61,7 +61,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def run_lookup(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_lookup(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     from state.ids import validate_customer_id
     from state.lookup import SegmentClient, unknown_dict
 
@@ -92,7 +93,8 @@ def run_lookup(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def run_segments(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run_segments(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     import redis
 
     from state.registry import ModelRegistry
