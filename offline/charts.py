@@ -29,8 +29,8 @@ HEIGHT = 420
 
 
 def esc(text: object) -> str:
-    """Escape a data-derived string for plotly labels and for HTML."""
-    return html.escape(str(text), quote=True)
+    """Escape a data-derived string for plotly labels (plotly decodes &lt; &gt; &amp; only)."""
+    return html.escape(str(text), quote=False)
 
 
 def segment_color(position: int) -> str:
@@ -139,8 +139,13 @@ def quality_curves(curve: pd.DataFrame, chosen_k: int | None = None) -> go.Figur
     """Silhouette, Davies-Bouldin, Calinski-Harabasz and stability by k (those present)."""
     metrics = [(m, t) for m, t in QUALITY_METRICS if m in curve and curve[m].notna().any()]
     metrics = metrics or [("silhouette", "silhouette")]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[t for _, t in metrics])
+    ncols = min(2, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig = make_subplots(
+        rows=nrows, cols=ncols, subplot_titles=[t for _, t in metrics], vertical_spacing=0.18
+    )
     for i, (metric, _title) in enumerate(metrics, start=1):
+        row, col = (i - 1) // ncols + 1, (i - 1) % ncols + 1
         y = curve[metric] if metric in curve else pd.Series(np.nan, index=curve.index)
         fig.add_trace(
             go.Scatter(
@@ -151,13 +156,14 @@ def quality_curves(curve: pd.DataFrame, chosen_k: int | None = None) -> go.Figur
                 marker_color=PALETTE[i - 1],
                 hovertemplate=f"k=%{{x}}<br>{metric}=%{{y:.4f}}<extra></extra>",
             ),
-            row=1,
-            col=i,
+            row=row,
+            col=col,
         )
         if chosen_k is not None:
-            fig.add_vline(x=chosen_k, line_dash="dot", line_color="#888", row=1, col=i)
-        fig.update_xaxes(title="k", dtick=1, row=1, col=i)
-    return _layout(fig, "Cluster quality by k (dotted line: chosen k)")
+            fig.add_vline(x=chosen_k, line_dash="dot", line_color="#888", row=row, col=col)
+        fig.update_xaxes(title="k", dtick=1, row=row, col=col)
+    fig.update_layout(showlegend=False)
+    return _layout(fig, "Cluster quality by k (dotted line: chosen k)", height=300 * nrows + 80)
 
 
 def _segment_traces(

@@ -131,6 +131,18 @@ def prepare(result: FitResult) -> ReportData:
     )
 
 
+def top_categories(profiles: pd.DataFrame) -> dict[int, str]:
+    """Segment id -> its top categories, when the profiles carry them.
+
+    >>> top_categories(pd.DataFrame({"top_categories": ["books, toys", None]}, index=[3, 4]))
+    {3: 'books, toys'}
+    """
+    if "top_categories" not in profiles:
+        return {}
+    col = profiles["top_categories"]
+    return {int(i): str(v) for i, v in col.items() if isinstance(v, str) and v}
+
+
 def pca_2d(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project ``X`` on its first two principal components; returns (coords, explained ratio)."""
     from sklearn.decomposition import PCA
@@ -160,7 +172,7 @@ def build_figures(result: FitResult, data: ReportData) -> dict[str, go.Figure]:
             labels,
             data.names,
             (fx, fy),
-            f"{fy} vs {fx} (the two features with the highest ANOVA F)",
+            f"{fy} vs {fx}",
             hover,
         )
     X = np.asarray(result.X, dtype=float)
@@ -215,6 +227,11 @@ def _sections(
         if len(data.sample) < n
         else f"Scatter plots show all {n:,} customers."
     )
+    if len(data.top_features) == 2:
+        sample_note = (
+            f"The first scatter plot uses the two features with the highest ANOVA F "
+            f"({data.top_features[0]} and {data.top_features[1]}). {sample_note}"
+        )
     sil_note = (
         f"Silhouette scores were computed on a random sample of {result.silhouette_sample_size:,} customers."
         if result.silhouette_sample_size
@@ -242,7 +259,8 @@ def _sections(
             "choosing-k",
             "Choosing the segmentation",
             _p(e(result.selection_sentence), "sentence"),
-            f'<div class="grid2">{f["elbow"]}{f["quality"]}</div>',
+            f["elbow"],
+            f["quality"],
             _p(f"{e(knee)} {e(sil_note)}"),
             "<h3>Algorithm comparison</h3>",
             comparison_table(result.comparison),
@@ -250,7 +268,8 @@ def _sections(
         _section(
             "segments",
             "Segments",
-            f'<div class="grid2">{f.get("scatter", "")}{f.get("pca", "")}</div>',
+            f.get("scatter", ""),
+            f.get("pca", ""),
             _p(e(sample_note)),
             f["sizes"],
             f["profiles"],
@@ -293,6 +312,7 @@ def _sections(
                 result.customers,
                 result.features,
                 result.tree_rules,
+                top_categories(result.profiles),
             ),
         )
     )

@@ -39,7 +39,7 @@ def fmt(value: object) -> str:
             return f"{int(v):,}"
         if abs(v) >= 100:
             return f"{v:,.1f}"
-        return f"{v:.3g}" if abs(v) < 1 else f"{v:.3f}".rstrip("0").rstrip(".")
+        return f"{v:.3g}"
     return str(value)
 
 
@@ -120,10 +120,12 @@ def segment_cards(
     customers: pd.DataFrame,
     features: Sequence[str],
     rules: Mapping[int, str],
+    top_categories: Mapping[int, str] | None = None,
 ) -> str:
     """One card per segment: name, size and share, description, action, differences, rule.
 
-    ``labels`` are positions in ``segments``, aligned with the rows of ``customers``.
+    ``labels`` are positions in ``segments``, aligned with the rows of ``customers``;
+    ``top_categories`` (segment id -> text) is shown when known.
     """
     data = customers[list(features)].apply(pd.to_numeric, errors="coerce")
     population = data.mean()
@@ -136,13 +138,15 @@ def segment_cards(
         z = zscores.iloc[pos] if pos < len(zscores) else pd.Series(dtype=float)
         means = means_by_pos.loc[pos] if pos in means_by_pos.index else population
         diffs = "".join(f"<li>{escape(d)}</li>" for d in key_differences(z, means, population))
+        cats = (top_categories or {}).get(seg.id)
+        cats_html = f"<p><b>Top categories:</b> {escape(str(cats))}</p>" if cats else ""
         cards.append(
             f'<div class="card" id="segment-{int(seg.id)}" style="--seg-color: {segment_color(pos)}">'
             f"<h3>{escape(seg.name)}</h3>"
             f'<p class="size">segment {int(seg.id)} · {size:,} customers · {size / total:.1%}</p>'
             f"<p>{escape(seg.description or '')}</p>"
             f"<p><b>Suggested action:</b> {escape(seg.action or '–')}</p>"
-            f"<b>Key differences</b><ul>{diffs}</ul>"
+            f"<b>Key differences</b><ul>{diffs}</ul>{cats_html}"
             f'<b>Tree rule</b><p class="rule">{escape(rules.get(seg.id, "(no rule)"))}</p>'
             "</div>"
         )

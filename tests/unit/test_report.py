@@ -1,12 +1,14 @@
 """The offline report: one self-contained HTML page, every section present, data escaped, PNGs.
 
-Until ``offline.fit`` lands, FitResult objects are built here with plain scikit-learn
-(test scaffolding, not a second pipeline).
+The FitResult objects come from the real :func:`offline.fit.fit` (few bootstrap resamples, to
+stay fast): Mall Customers, synthetic transactions (RFM columns, a re-fit with a transition
+matrix) and a customers table whose column name and values carry hostile HTML.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 from pathlib import Path
 
@@ -14,158 +16,74 @@ import numpy as np
 import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
-from scipy.cluster.hierarchy import linkage
-from sklearn.cluster import KMeans
-from sklearn.datasets import make_blobs
-from sklearn.feature_selection import f_classif
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
-from sklearn.neighbors import NearestNeighbors
-from sklearn.preprocessing import StandardScaler
 
+from offline.fit import FitOptions, Previous, fit
+from offline.load import load_customers
 from offline.report import build_html, prepare, segment_zscores, write_report
-from offline.result import CleaningStep, FitResult
-from state.model import Segment, SegmentModel
+from offline.result import FitResult
 
 MALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "Mall_Customers.csv"
 HOSTILE = '<script>alert("x")</script>'
-
-
-def make_fit_result(
-    frame: pd.DataFrame,
-    features: list[str],
-    k: int,
-    *,
-    names: list[str] | None = None,
-    weak: bool = False,
-    with_transition: bool = False,
-) -> FitResult:
-    """A FitResult from plain scikit-learn (K-Means on standardised ``features``)."""
-    scaler = StandardScaler().fit(frame[features])
-    X = scaler.transform(frame[features])
-    rows = []
-    for kk in range(2, 8):
-        km = KMeans(n_clusters=kk, n_init=3, random_state=42).fit(X)
-        rows.append(
-            {
-                "k": kk,
-                "inertia": km.inertia_,
-                "silhouette": silhouette_score(X, km.labels_),
-                "davies_bouldin": davies_bouldin_score(X, km.labels_),
-                "calinski_harabasz": calinski_harabasz_score(X, km.labels_),
-                "stability": 0.9,
-            }
-        )
-    curve = pd.DataFrame(rows)
-    km = KMeans(n_clusters=k, n_init=10, random_state=42).fit(X)
-    labels = km.labels_
-    names = names or [f"Segment {i}" for i in range(k)]
-    segments = tuple(
-        Segment(id=i + 1, name=n, description=f"about {n}", action=f"mail {n}")
-        for i, n in enumerate(names)
-    )
-    model = SegmentModel(
-        version="test-v1",
-        features=tuple(features),
-        transforms={},
-        imputation={f: 0.0 for f in features},
-        scaler_kind="standard",
-        scaler_mean=tuple(scaler.mean_),
-        scaler_scale=tuple(scaler.scale_),
-        centroids=tuple(tuple(c) for c in km.cluster_centers_),
-        weights=tuple(float(c) for c in np.bincount(labels)),
-        segments=segments,
-        algorithm="kmeans",
-    )
-    customers = frame.copy()
-    customers["segment_id"] = [segments[lab].id for lab in labels]
-    customers["segment_name"] = [segments[lab].name for lab in labels]
-    sil = float(silhouette_score(X, labels))
-    comparison = pd.DataFrame(
-        [
-            {"algorithm": "kmeans", "k": k, "silhouette": sil, "chosen": True},
-            {"algorithm": "gmm", "k": k, "silhouette": sil - 0.01, "bic": 1234.5, "chosen": False},
-            {
-                "algorithm": "dbscan",
-                "k": k + 1,
-                "silhouette": 0.3,
-                "noise_share": 0.1,
-                "chosen": False,
-            },
-        ]
-    )
-    f_scores, _ = f_classif(X, labels)
-    kd = NearestNeighbors(n_neighbors=5).fit(X).kneighbors(X)[0][:, -1]
-    transition = None
-    if with_transition:
-        transition = pd.DataFrame(np.eye(k, dtype=int) * 10, index=names, columns=names)
-    return FitResult(
-        customers=customers,
-        features=features,
-        X=X,
-        labels=labels,
-        model=model,
-        cleaning=[
-            CleaningStep(rule="drop duplicate rows", column="*", rows_affected=0, action="dropped"),
-            CleaningStep(
-                rule=f"cap outliers {HOSTILE}", column="age", rows_affected=2, action="capped"
-            ),
-        ],
-        kmeans_curve=curve,
-        knee_k=k,
-        comparison=comparison,
-        selection_sentence=f"K-Means with k={k} has the best silhouette.",
-        weak_structure=weak,
-        weak_structure_message="Best silhouette 0.21 is below 0.25." if weak else None,
-        silhouette_sample_size=None,
-        nearest_centroid_agreement=1.0,
-        profiles=pd.DataFrame({"size": np.bincount(labels)}),
-        separation=pd.Series(f_scores, index=features),
-        tree_rules={s.id: f"{features[0]} > {i}" for i, s in enumerate(segments)},
-        tree_agreement=0.95,
-        linkage=linkage(X[:200], method="ward"),
-        k_distance=np.sort(kd),
-        dbscan_eps=0.35,
-        transition=transition,
-        meta={"seed": 42},
-    )
+FAST = {"n_bootstrap": 3, "seed": 42}
+# the synthetic fits only need a segmentation, not the whole comparison (Mall covers that)
+QUICK = FitOptions(k_range=tuple(range(2, 6)), algorithms=("kmeans",), **FAST)
 
 
 def mall_fit_result() -> FitResult:
-    """Mall Customers, income + spending score, k=5."""
-    raw = pd.read_csv(MALL)
-    frame = pd.DataFrame(
+    """Mall Customers on annual income + spending score (k=5 expected)."""
+    options = FitOptions(features=("annual_income", "spending_score"), **FAST)
+    return fit(load_customers(MALL), None, options)
+
+
+def synthetic_transactions(n: int = 300, seed: int = 3) -> pd.DataFrame:
+    """Three kinds of buyers (rare/cheap, regular, frequent/big); a hostile category."""
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 3, n)
+    orders = np.array([2, 8, 20])[kind] + rng.integers(0, 3, n)
+    cust = np.repeat(np.arange(n), orders)
+    k = kind[cust]
+    days = rng.uniform(0, 1, len(cust)) * np.array([300, 60, 20])[k]
+    return pd.DataFrame(
         {
-            "gender": raw["Gender"].to_numpy(),
-            "age": raw["Age"].to_numpy(dtype=float),
-            "annual_income": raw["Annual Income (k$)"].to_numpy(dtype=float),
-            "spending_score": raw["Spending Score (1-100)"].to_numpy(dtype=float),
-        },
-        index=pd.Index(raw["CustomerID"].astype(str), name="customer_id"),
+            "customer_id": [f"c{i}" for i in cust],
+            "ts": 1.7e9 - days * 86400,
+            "amount": np.array([20.0, 60.0, 200.0])[k] * rng.uniform(0.7, 1.3, len(cust)),
+            "type": "purchase",
+            "discount": 0.0,
+            "items": 1,
+            "category": np.where(rng.random(len(cust)) < 0.5, "books", HOSTILE),
+        }
     )
-    names = ["Average", "High-Spenders", "Careful Affluent", "Budget Shoppers", "Impulsive"]
-    return make_fit_result(frame, ["annual_income", "spending_score"], 5, names=names)
 
 
-def synthetic_fit_result(n: int = 600) -> FitResult:
-    """Blobs with hostile strings in a customer id, a column name and a segment name."""
-    X, _ = make_blobs(n_samples=n, centers=3, n_features=3, random_state=7)
-    hostile_col = f"spend {HOSTILE}"
-    frame = pd.DataFrame(
-        {"recency": np.abs(X[:, 0]) * 10, "frequency": np.abs(X[:, 1]), hostile_col: X[:, 2] + 20},
-        index=pd.Index([f"c{i}" for i in range(n - 1)] + [HOSTILE], name="customer_id"),
+def refit_result() -> FitResult:
+    """A fit on transactions, then a re-fit on 80% of them against it (transition matrix)."""
+    tx = synthetic_transactions()
+    first = fit(None, tx, QUICK)
+    previous = Previous(model=first.model, assignments=first.customers["segment_id"])
+    return fit(None, tx.sample(frac=0.8, random_state=1), QUICK, previous=previous)
+
+
+def hostile_fit_result(n: int = 300) -> FitResult:
+    """Customers-only data whose second feature is named with a script tag."""
+    rng = np.random.default_rng(5)
+    loyalty = np.r_[rng.normal(0, 1, n // 2), rng.normal(5, 1, n - n // 2)]
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "age": rng.integers(18, 80, n).astype(float),
+            f"loyalty {HOSTILE}": loyalty,
+        }
     )
-    rng = np.random.default_rng(0)
-    for col in ("rfm_r", "rfm_f", "rfm_m"):
-        frame[col] = rng.integers(1, 6, n)
-    frame["rfm_segment"] = np.where(frame["rfm_r"] > 3, "Champions", f"At Risk {HOSTILE}")
-    names = ["Loyal Customers", f"Evil {HOSTILE}", "At-Risk"]
-    return make_fit_result(
-        frame,
-        ["recency", "frequency", hostile_col],
-        3,
-        names=names,
-        with_transition=True,
-    )
+    return fit(customers, None, QUICK)
+
+
+def structureless_fit_result(n: int = 300) -> FitResult:
+    """Uniform noise in six dimensions: no cluster structure, so the fit must warn."""
+    rng = np.random.default_rng(11)
+    customers = pd.DataFrame(rng.uniform(0, 100, (n, 6)), columns=[f"x{i}" for i in range(6)])
+    customers.insert(0, "customer_id", [f"c{i}" for i in range(n)])
+    return fit(customers, None, QUICK)
 
 
 @pytest.fixture(scope="module")
@@ -174,13 +92,18 @@ def mall() -> FitResult:
 
 
 @pytest.fixture(scope="module")
-def synthetic() -> FitResult:
-    return synthetic_fit_result(300)
+def mall_page(mall: FitResult) -> str:
+    return build_html(mall)
 
 
 @pytest.fixture(scope="module")
-def mall_page(mall: FitResult) -> str:
-    return build_html(mall)
+def refit() -> FitResult:
+    return refit_result()
+
+
+@pytest.fixture(scope="module")
+def hostile() -> FitResult:
+    return hostile_fit_result()
 
 
 def test_page_is_self_contained(mall_page: str) -> None:
@@ -206,45 +129,56 @@ def test_figure_count_is_declared(mall_page: str) -> None:
     assert declared == mall_page.count('class="plotly-graph-div"') == 11
 
 
-def test_mall_cards_state_sizes_and_rules(mall: FitResult, mall_page: str) -> None:
-    sizes = sorted(np.bincount(mall.labels).tolist(), reverse=True)
-    assert sizes == [81, 39, 35, 23, 22]
+def test_mall_cards_state_sizes_names_and_rules(mall: FitResult, mall_page: str) -> None:
+    assert sorted(np.bincount(mall.labels).tolist(), reverse=True) == [81, 39, 35, 23, 22]
     for seg in mall.model.segments:
         assert f'id="segment-{seg.id}"' in mall_page
-        assert seg.name in mall_page
+        assert f"<h3>{seg.name}</h3>" in mall_page
+        assert seg.action and seg.action in mall_page
+        assert mall.tree_rules[seg.id].replace(">", "&gt;").replace("<", "&lt;") in mall_page
     assert "81 customers · 40.5%" in mall_page
-    assert "annual_income &gt; 0" in mall_page  # tree rule, escaped
-    assert "K-Means with k=5 has the best silhouette." in mall_page
-    assert "reproduces the segment labels for <b>95.0%</b>" in mall_page
+    assert html.escape(mall.selection_sentence) in mall_page
+    assert f"reproduces the segment labels for <b>{mall.tree_agreement:.1%}</b>" in mall_page
     assert "<b>100.0%</b> of the training customers" in mall_page  # nearest-centroid agreement
     assert "computed on every customer" in mall_page
+    assert 'id="weak-structure"' not in mall_page
 
 
-def test_weak_structure_warning_is_prominent(synthetic: FitResult) -> None:
-    weak = dataclasses.replace(
-        synthetic, weak_structure=True, weak_structure_message="Best silhouette 0.21 is below 0.25."
-    )
+def test_comparison_table_marks_the_chosen_row(mall: FitResult, mall_page: str) -> None:
+    chosen = re.findall(r'<tr class="chosen">(.*?)</tr>', mall_page)
+    assert len(chosen) == 1
+    assert "<td>kmeans</td>" in chosen[0] and '<td class="num">5</td>' in chosen[0]
+    assert "<td>0.555</td>" in chosen[0] or '<td class="num">0.555</td>' in chosen[0]
+
+
+def test_weak_structure_warning_is_prominent() -> None:
+    weak = structureless_fit_result()
+    assert weak.weak_structure
     page = build_html(weak)
-    assert 'id="weak-structure" role="alert"' in page
-    assert "Best silhouette 0.21 is below 0.25." in page
+    banner = re.search(r'<div class="warning" id="weak-structure" role="alert">(.*?)</div>', page)
+    assert banner is not None
     assert page.index('id="weak-structure"') < page.index('<section id="data-quality">')
-    assert 'id="weak-structure"' not in build_html(synthetic)
+    assert html.escape(weak.weak_structure_message) in banner.group(1)
 
 
-def test_data_strings_are_escaped(synthetic: FitResult) -> None:
-    page = build_html(synthetic)
+def test_hostile_column_names_are_escaped(hostile: FitResult) -> None:
+    assert any(HOSTILE in f for f in hostile.features)
+    page = build_html(hostile)
     head, _, body = page.partition("<main>")
     assert head.count("<script") == 2  # the plotly config and plotly.js itself
-    # in the body, the only scripts are plotly's one per figure
+    # in the body, the only scripts are plotly's, one per figure
     assert body.count("<script") == body.count('class="plotly-graph-div"')
     assert HOSTILE not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in body  # shown, not run
 
 
-def test_rfm_and_transition_sections_when_present(synthetic: FitResult, mall_page: str) -> None:
-    page = build_html(synthetic)
-    assert '<section id="rfm">' in page and "Champions" in page
+def test_rfm_and_transition_sections_when_present(refit: FitResult, mall_page: str) -> None:
+    page = build_html(refit)
+    assert '<section id="rfm">' in page
+    for label in refit.customers["rfm_segment"].unique():
+        assert f"<td>{label}</td>" in page
     assert '<section id="transitions">' in page and 'id="fig-transition"' in page
+    assert HOSTILE not in page  # the top categories carry it
     assert '<section id="rfm">' not in mall_page
     assert '<section id="transitions">' not in mall_page
 
@@ -258,15 +192,14 @@ def test_zscores_match_the_mall_centres(mall: FitResult) -> None:
     assert np.allclose(weighted.sum(axis=0), 0.0, atol=1e-9)
 
 
-def test_scatter_is_sampled_on_large_data(synthetic: FitResult) -> None:
+def test_scatter_is_sampled_on_large_data(refit: FitResult) -> None:
     n = 4000
-    rng = np.random.default_rng(1)
-    rows = rng.integers(0, len(synthetic.labels), n)
+    rows = np.random.default_rng(1).integers(0, len(refit.labels), n)
     big = dataclasses.replace(
-        synthetic,
-        customers=synthetic.customers.iloc[rows].set_axis([f"b{i}" for i in range(n)]),
-        X=synthetic.X[rows],
-        labels=synthetic.labels[rows],
+        refit,
+        customers=refit.customers.iloc[rows].set_axis([f"b{i}" for i in range(n)]),
+        X=refit.X[rows],
+        labels=refit.labels[rows],
     )
     data = prepare(big)
     assert len(data.sample) == 3000
