@@ -149,9 +149,7 @@ def decode(
             wire = _wire_decoder.decode(payload)
             if not payload.isascii():
                 payload.decode()  # msgspec skips unknown fields without checking their UTF-8
-            ts = wire.ts
-            if type(ts) is str:
-                ts = _parse_rfc3339(ts)
+            ts = _parse_rfc3339(wire.ts) if isinstance(wire.ts, str) else wire.ts
             if now is None:
                 now = time.time()
             if (
@@ -318,7 +316,7 @@ def _check(
         if key != customer_id.encode():
             _reject("key_mismatch", f"key {_show(key)} is not customer_id {customer_id!r}")
 
-    kind = get("type")
+    kind: Any = get("type")
     if kind is None:
         kind = "purchase"
     elif not isinstance(kind, str):

@@ -383,7 +383,8 @@ def test_payloads_that_are_not_bytes_never_raise(raw: Any) -> None:
 
 
 def test_bytearray_payload_decodes_like_bytes() -> None:
-    assert decode(bytearray(payload()), KEY, now=NOW) == decode(payload(), KEY, now=NOW)
+    as_bytearray: Any = bytearray(payload())
+    assert decode(as_bytearray, KEY, now=NOW) == decode(payload(), KEY, now=NOW)
 
 
 def test_rejection_is_a_frozen_value() -> None:

@@ -113,15 +113,12 @@ def wire_events(draw: st.DrawFn) -> tuple[dict[str, Any], CheckoutEvent]:
     if draw(st.booleans()):
         extra = draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in FIELDS))
         obj[extra] = draw(short_text | st.integers() | st.none())
-    given_ = {k: v for k, v in obj.items() if v is not None and k != "ts"}
-    expected = CheckoutEvent(
-        ts=float(ts),
-        **{
-            k: float(v) if isinstance(v, int) and k not in ("items", "schema_version") else v
-            for k, v in given_.items()
-            if k in FIELDS
-        },
-    )
+    known: dict[str, Any] = {
+        k: float(v) if isinstance(v, int) and k not in ("items", "schema_version") else v
+        for k, v in obj.items()
+        if k in FIELDS and k != "ts" and v is not None
+    }
+    expected = CheckoutEvent(ts=float(ts), **known)
     return obj, expected
 
 
