@@ -7,10 +7,10 @@ guesses. :func:`validate` applies the very same rules (one code path, :func:`_ch
 to a Python mapping and raises :class:`~state.errors.InvalidEvent` instead;
 :func:`encode` writes the compact JSON that :func:`decode` reads back exactly.
 
->>> payload = b'{"event_id": "e-1", "customer_id": "CS1112", "ts": "2026-11-27T10:00:00Z", "amount": 12.5}'
+>>> payload = b'{"event_id": "e-1", "customer_id": "CS1112", "ts": "2024-05-01T10:00:00Z", "amount": 12.5}'
 >>> event = decode(payload, b"CS1112")
 >>> event.amount, event.ts, event.type, event.items
-(12.5, 1795773600.0, 'purchase', 1)
+(12.5, 1714557600.0, 'purchase', 1)
 >>> decode(payload, b"CS9999").reason
 'key_mismatch'
 >>> decode(b'{"event_id": "e-1", "customer_id": "CS1112", "ts": 0}', b"CS1112").reason
