@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from state.config import Settings
+from state.config import Settings, env_names, mask_url
 from state.devstack import RedisServer, TansuBroker, wait_until
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Backend:
     _stop: Callable[[], None] | None = field(default=None, repr=False)
 
     def describe(self) -> str:
-        return f"{self.kind}: {self.source} {self.detail} {self.address}".rstrip()
+        return f"{self.kind}: {self.source} {self.detail} {mask_url(self.address)}".rstrip()
 
 
 _STARTED: dict[str, Backend] = {}
@@ -102,6 +102,36 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     for backend in _STARTED.values():
         terminalreporter.write_line(f"segstream backend used: {backend.describe()}")
+
+
+# For servers given in the environment, their security settings are carried over too (your
+# own Kafka/Redis may need SASL, TLS or a password); nothing else is, so tunables in your
+# shell cannot bend the tests, and servers the fixtures start get no security at all.
+_SECURITY = {
+    "kafka": (
+        "kafka_security_protocol",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+    ),
+    "redis": ("redis_password", "redis_tls_ca"),
+}
+
+
+@pytest.fixture(scope="session")
+def client_security() -> Settings:
+    """Settings holding only the security options, from the environment, of env backends."""
+    names = env_names()
+    wanted = {
+        names[name]
+        for kind, fields in _SECURITY.items()
+        if _backend_choice(kind) == "env"
+        for name in fields
+    }
+    return Settings.from_env({k: v for k, v in os.environ.items() if k in wanted})
 
 
 @pytest.fixture(scope="session")
@@ -202,11 +232,11 @@ def unique(request: pytest.FixtureRequest) -> Unique:
 
 
 @pytest.fixture
-def redis_client(redis_url: str, unique: Unique) -> Iterator[Any]:
+def redis_client(redis_url: str, unique: Unique, client_security: Settings) -> Iterator[Any]:
     """A ``redis.Redis`` (bytes replies) on the session's Redis; cleans ``unique.prefix*``."""
     import redis
 
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, **client_security.redis_client_options())
     yield client
     keys = list(client.scan_iter(match=f"{unique.prefix}*", count=1000))
     if keys:
@@ -215,10 +245,13 @@ def redis_client(redis_url: str, unique: Unique) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def kafka_admin(kafka_bootstrap: str) -> Iterator[Any]:
+def kafka_admin(kafka_bootstrap: str, client_security: Settings) -> Iterator[Any]:
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="segstream-tests")
+    options = client_security.replace(
+        kafka_bootstrap_servers=kafka_bootstrap
+    ).kafka_client_options()
+    admin = KafkaAdminClient(client_id="segstream-tests", **options)
     yield admin
     admin.close()
 
@@ -244,7 +277,7 @@ def consumer_group_options() -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_consumer(kafka_bootstrap: str) -> Iterator[Callable[..., Any]]:
+def make_consumer(kafka_bootstrap: str, client_security: Settings) -> Iterator[Callable[..., Any]]:
     """``make_consumer(*topics, group_id=..., **opts)``: a ``KafkaConsumer`` with short
     group timeouts, manual commit and ``earliest`` reset; closed after the test."""
     from kafka import KafkaConsumer
@@ -253,7 +286,9 @@ def make_consumer(kafka_bootstrap: str) -> Iterator[Callable[..., Any]]:
 
     def make(*topics: str, **opts: Any) -> Any:
         options = {
-            "bootstrap_servers": kafka_bootstrap,
+            **client_security.replace(
+                kafka_bootstrap_servers=kafka_bootstrap
+            ).kafka_client_options(),
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             **CONSUMER_GROUP_OPTIONS,
@@ -290,10 +325,11 @@ def poll_records_fixture() -> Callable[..., list[Any]]:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, redis_url: str, unique: Unique) -> Settings:
+def settings(
+    kafka_bootstrap: str, redis_url: str, unique: Unique, client_security: Settings
+) -> Settings:
     """Settings on the test servers with this test's own topics, group and key prefix."""
-    return Settings.from_env(
-        {},
+    return client_security.replace(
         kafka_bootstrap_servers=kafka_bootstrap,
         redis_url=redis_url,
         events_topic=unique("events"),
