@@ -305,7 +305,7 @@ def derive_frame(
             ),
             "age": states["age"].to_numpy(dtype=np.float64, na_value=np.nan),
             "annual_income": states["annual_income"].to_numpy(dtype=np.float64, na_value=np.nan),
-            "gender": np.array([None if pd.isna(g) else g for g in gender], dtype=object),
+            "gender": np.where(pd.isna(gender), None, gender),
         },
         index=states.index,
     )

@@ -292,7 +292,8 @@ def apply_event(
     if is_purchase:
         orders += 1
         gross += amount
-        discount += cents(event.discount)
+        if event.discount:
+            discount += cents(event.discount)
         items += int(event.items)
         first_ts = t if first_ts is None or t < first_ts else first_ts
         last_ts = t if last_ts is None or t > last_ts else last_ts
