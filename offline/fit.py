@@ -112,7 +112,8 @@ def customer_features(
             derived = [c for c in frame.columns if c not in PROFILE_COLUMNS]
             frame[derived] = frame[derived].fillna(0.0)  # no transactions: derive()'s zeros
             for col in cust.columns:
-                frame[col] = cust[col].reindex(ids).combine_first(frame.get(col))  # type: ignore[arg-type]
+                joined = cust[col].reindex(ids)
+                frame[col] = joined.combine_first(frame[col]) if col in frame else joined
     if frame is None:
         raise ConfigError("give --customers, --transactions or both")
     frame.index = frame.index.astype(str).rename("customer_id")

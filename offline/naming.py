@@ -226,7 +226,8 @@ def separation(X: np.ndarray, labels: np.ndarray, features: Sequence[str]) -> pd
     """Per-feature ANOVA F of the segments (higher = the feature separates them more)."""
     if len(np.unique(labels)) < 2:
         return pd.Series(0.0, index=list(features), name="anova_f")
-    f, _ = f_classif(X, labels)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f, _ = f_classif(X, labels)
     return pd.Series(np.nan_to_num(f), index=list(features), name="anova_f").sort_values(
         ascending=False
     )
