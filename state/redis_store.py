@@ -17,9 +17,9 @@ Connection is lazy (first use); close with :meth:`close` or a ``with`` block.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import redis
@@ -120,8 +120,12 @@ class RedisStore(CustomerStore):
 
     # -- raw round trips ----------------------------------------------------------------------
 
-    def _roundtrip(self, payload: bytes, replies: int) -> list[Any]:
-        """Send pre-packed commands in one write; return their replies (errors as values)."""
+    def _roundtrip(self, payload: bytes | Iterable[bytes], replies: int) -> list[Any]:
+        """Send pre-packed commands, then read their replies (errors as values).
+
+        ``payload`` may be an iterable of chunks, packed lazily: Redis starts on the first
+        chunk while the next one is being packed.
+        """
         pool = self.client.connection_pool
         try:
             conn = pool.get_connection()
@@ -130,7 +134,8 @@ class RedisStore(CustomerStore):
         except redis.RedisError as exc:
             raise StoreError(f"Redis error: {exc}") from exc
         try:
-            conn.send_packed_command([payload])
+            for chunk in [payload] if isinstance(payload, bytes) else payload:
+                conn.send_packed_command([chunk], check_health=False)
             out: list[Any] = []
             for _ in range(replies):
                 try:
@@ -199,70 +204,81 @@ class RedisStore(CustomerStore):
     # -- guarded writes -----------------------------------------------------------------------
 
     def apply_many(self, updates: Sequence[CustomerUpdate]) -> list[WriteResult]:
-        records: list[tuple[str, list[Any]]] = []
-        index: list[str] = []
-        for u in updates:
-            records.append(
-                (
-                    self._keys.customer(u.customer_id),
-                    [
-                        "a",
-                        K.partition_field(u.partition),
-                        str(int(u.offset)),
-                        K.number(u.event_ts),
-                        str(int(u.segment_id)),
-                        u.segment_name,
-                        u.model_version,
-                        K.number(u.updated_at),
-                        *K.state_values(u.state),
-                    ],
-                )
-            )
-            index += (K.number(last_event_score(u)), u.customer_id)
-        results = self._guarded(records, index)
+        def record(u: CustomerUpdate) -> list[Any]:
+            return [
+                "a",
+                K.partition_field(u.partition),
+                str(int(u.offset)),
+                K.number(u.event_ts),
+                str(int(u.segment_id)),
+                u.segment_name,
+                u.model_version,
+                K.number(u.updated_at),
+                *K.state_values(u.state),
+            ]
+
+        results = self._guarded(updates, record, last_event_score)
         self._bump_sizes(size_deltas(results, (u.segment_id for u in updates)))
         return results
 
     def put_initial_many(self, seeds: Sequence[CustomerSeed]) -> list[WriteResult]:
-        records: list[tuple[str, list[Any]]] = []
-        index: list[str] = []
-        for s in seeds:
-            records.append(
-                (
-                    self._keys.customer(s.customer_id),
-                    [
-                        "s",
-                        False,
-                        False,
-                        K.number(s.as_of),
-                        str(int(s.segment_id)),
-                        s.segment_name,
-                        s.model_version,
-                        K.number(s.updated_at),
-                        *K.state_values(s.state),
-                    ],
-                )
-            )
-            if s.state.decay_ts is not None:
-                index += (K.number(s.state.decay_ts), s.customer_id)
-        results = self._guarded(records, index)
+        def record(s: CustomerSeed) -> list[Any]:
+            return [
+                "s",
+                False,
+                False,
+                K.number(s.as_of),
+                str(int(s.segment_id)),
+                s.segment_name,
+                s.model_version,
+                K.number(s.updated_at),
+                *K.state_values(s.state),
+            ]
+
+        results = self._guarded(seeds, record, lambda s: s.state.decay_ts)
         self._bump_sizes(size_deltas(results, (s.segment_id for s in seeds)))
         return results
 
-    def _guarded(self, records: list[tuple[str, list[Any]]], index: list[str]) -> list[WriteResult]:
-        """Run the guard script over ``records`` (+ the index ZADD) in one round trip."""
-        if not records:
+    def _guarded(
+        self,
+        items: Sequence[_Item],
+        record_of: Callable[[_Item], list[Any]],
+        score_of: Callable[[_Item], float | None],
+    ) -> list[WriteResult]:
+        """Run the guard script over ``items`` (+ the index ZADD) in one round trip.
+
+        Records are built and packed a chunk at a time while Redis runs the chunk before.
+        """
+        ids = [validate_customer_id(it.customer_id) for it in items]  # all, before any write
+        if not items:
             return []
         sha = self._script_sha()
         ttl = str(int(self.ttl_seconds or 0))
-        groups = list(_chunks(records, max(1, self.keys_per_script)))
-        commands = [_script_command(sha, ttl, group) for group in groups]
-        if index:
-            commands.append(pack_command(("ZADD", self._keys.last_event_index, "GT", *index)))
-        replies = self._roundtrip(b"".join(commands), len(commands))
+        per_call = max(1, self.keys_per_script)
+        chunk = per_call * max(1, _CHUNK // per_call)
+        base = self._keys.base + ":customer:"
+        records: list[tuple[str, list[Any]]] = []
+        index: list[str] = []
+
+        def stream() -> Iterator[bytes]:
+            for lo in range(0, len(items), chunk):
+                part = [(base + it.customer_id, record_of(it)) for it in items[lo : lo + chunk]]
+                records.extend(part)
+                for it in items[lo : lo + chunk]:
+                    score = score_of(it)
+                    if score is not None:
+                        index.extend((K.number(score), it.customer_id))
+                yield b"".join(_script_command(sha, ttl, g) for g in _chunks(part, per_call))
+            if index:
+                yield pack_command(("ZADD", self._keys.last_event_index, "GT", *index))
+
+        calls = -(-len(items) // per_call)
+        has_index = any(score_of(it) is not None for it in items)
+        replies = self._roundtrip(stream(), calls + has_index)
+        groups = list(_chunks(records, per_call))
         refused = [
             i
-            for i, r in enumerate(replies[: len(groups)])
+            for i, r in enumerate(replies[:calls])
             if isinstance(r, redis.exceptions.NoScriptError)
         ]
         if refused:  # script cache flushed (restart, SCRIPT FLUSH): reload, resend those calls
@@ -276,14 +292,12 @@ class RedisStore(CustomerStore):
         for r in replies:
             if isinstance(r, Exception):
                 raise StoreError(f"guarded write failed: {r}")
-        flat = [x for group_reply in replies[: len(groups)] for x in group_reply]
+        flat = [x for group_reply in replies[:calls] for x in group_reply]
         return [
             WriteResult(
-                _customer_id(key, self._keys),
-                flat[2 * n] == 1,
-                None if flat[2 * n + 1] is None else int(flat[2 * n + 1]),
+                cid, flat[2 * n] == 1, None if flat[2 * n + 1] is None else int(flat[2 * n + 1])
             )
-            for n, (key, _) in enumerate(records)
+            for n, cid in enumerate(ids)
         ]
 
     def _bump_sizes(self, deltas: Mapping[int, int]) -> None:
@@ -331,6 +345,8 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 _MSGPACK = msgspec.msgpack.Encoder()
+_CHUNK = 128  # customers packed per socket write: Redis works on one while the next is packed
+_Item = TypeVar("_Item", CustomerUpdate, CustomerSeed)
 
 
 def _script_command(sha: str, ttl: str, group: list[tuple[str, list[Any]]]) -> bytes:
@@ -339,10 +355,6 @@ def _script_command(sha: str, ttl: str, group: list[tuple[str, list[Any]]]) -> b
         ("EVALSHA", sha, str(len(group)), *(key for key, _ in group), ttl,
          _MSGPACK.encode([record for _, record in group]))
     )  # fmt: skip
-
-
-def _customer_id(key: str, keys: K.Keys) -> str:
-    return key[len(keys.base) + len(":customer:") :]
 
 
 def _count_segments(client: redis.Redis, keys: list[bytes], counts: dict[int, int]) -> None:

@@ -1,0 +1,287 @@
+"""Benchmark of the Redis customer store (not a test): writes/s, lookup latency, memory.
+
+Starts its own ``redis-server`` on a free port (state.devstack), so it never touches
+another Redis. Prints, in one run:
+
+* guarded customer writes/s in batches of 1,000 for the store's design (one EVALSHA per
+  customer, packed with hiredis, one socket write per batch), the same with 1,000
+  customers per script call (not Redis Cluster compatible), and the naive baseline
+  (redis-py pipeline of one EVALSHA per customer);
+* lookups/s and p50/p99 latency of ``SegmentClient.get`` and ``get_many(100)``;
+* Redis memory per customer at ``--customers`` customers (``INFO memory`` used_memory
+  after minus before, divided by the count), with and without the last-event index.
+
+Run: ``.venv/bin/python bench/bench_redis.py [--customers 1000000] [--writes 200000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from state import keys as K
+from state.devstack import RedisServer
+from state.features import CustomerState
+from state.lookup import SegmentClient
+from state.redis_store import RedisStore
+from state.store import CustomerSeed, CustomerUpdate, update_fields
+
+T0 = 1_764_000_000.0  # late November 2025
+SEGMENTS = [(1, "Champions"), (2, "Loyal regulars"), (3, "Big spenders"), (4, "At risk")]
+BATCH = 1000
+
+
+def random_state(rng: random.Random) -> CustomerState:
+    """A plausible customer: a few orders, money in cents, ms-precision event times."""
+    orders = rng.randint(1, 40)
+    first = T0 - rng.uniform(0, 400 * 86400)
+    last = min(T0, first + rng.uniform(0, 300 * 86400))
+    last = round(last, 3)
+    return CustomerState(
+        orders=orders,
+        refunds=rng.randint(0, 2),
+        gross_cents=orders * rng.randint(500, 40000),
+        refunded_cents=rng.randint(0, 5000),
+        discount_cents=rng.randint(0, 20000),
+        items=orders * rng.randint(1, 4),
+        first_ts=round(first, 3),
+        last_ts=last,
+        spend_decayed=rng.uniform(0, 5000),
+        orders_decayed=rng.uniform(0, 10),
+        decay_ts=last,
+        age=float(rng.randint(18, 80)),
+        gender=rng.choice(["Male", "Female"]),
+        annual_income=float(rng.randint(15, 140)),
+        profile_ts=round(first, 3),
+    )
+
+
+def make_updates(ids: Sequence[str], offset0: int, rng: random.Random) -> list[CustomerUpdate]:
+    out = []
+    for n, cid in enumerate(ids):
+        state = random_state(rng)
+        seg_id, seg_name = SEGMENTS[n % len(SEGMENTS)]
+        out.append(
+            CustomerUpdate(
+                customer_id=cid,
+                state=state,
+                segment_id=seg_id,
+                segment_name=seg_name,
+                model_version="2026-11-27.1",
+                updated_at=T0 + 60,
+                partition=n % 12,
+                offset=offset0 + n,
+                event_ts=state.decay_ts or T0,
+            )
+        )
+    return out
+
+
+def batches(items: list[CustomerUpdate]) -> list[list[CustomerUpdate]]:
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+def server_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def rate(
+    label: str,
+    fn: Callable[[list[CustomerUpdate]], object],
+    items: list[CustomerUpdate],
+    client: redis.Redis,
+) -> float:
+    """Writes/s (wall clock), and CPU microseconds per write in this process and in Redis.
+
+    The CPU figures hardly depend on what else runs on the machine; with one batch in
+    flight at a time the client and the server take turns, so an idle machine reaches
+    about 1e6 / (client + server) writes/s.
+    """
+    srv0, cpu0, start = server_cpu(client), time.process_time(), time.perf_counter()
+    for batch in batches(items):
+        fn(batch)
+    wall = time.perf_counter() - start
+    client_us = (time.process_time() - cpu0) / len(items) * 1e6
+    server_us = (server_cpu(client) - srv0) / len(items) * 1e6
+    per_s = len(items) / wall
+    print(
+        f"  {label:<58} {per_s:>8,.0f}/s  CPU per write: client {client_us:5.1f} us,"
+        f" redis {server_us:5.1f} us (idle estimate {1e6 / (client_us + server_us):,.0f}/s)"
+    )
+    return per_s
+
+
+NAIVE_GUARD = """
+local cur = redis.call('HMGET', KEYS[1], ARGV[1], '_as_of', 'segment_id')
+if (cur[1] and tonumber(cur[1]) >= tonumber(ARGV[2])) or (cur[2] and tonumber(ARGV[3]) <= tonumber(cur[2])) then
+  return {0, cur[3]}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 4))
+return {1, cur[3]}
+"""
+
+
+def naive_writer(client: redis.Redis, prefix: str) -> Callable[[list[CustomerUpdate]], object]:
+    """Baseline: redis-py pipeline, one EVALSHA per customer with field/value pairs as ARGV
+    (the first design one writes; the same guard, no deletion of unknown fields)."""
+    sha = client.script_load(NAIVE_GUARD)
+    keys = K.Keys(prefix)
+
+    def write(batch: list[CustomerUpdate]) -> object:
+        pipe = client.pipeline(transaction=False)
+        for u in batch:
+            fields, _absent = update_fields(u)
+            pairs = [x for kv in fields.items() for x in kv]
+            pipe.evalsha(
+                sha, 1, keys.customer(u.customer_id), K.partition_field(u.partition),
+                u.offset, K.number(u.event_ts), *pairs,
+            )  # fmt: skip
+        return pipe.execute()
+
+    return write
+
+
+def plain_hset_writer(client: redis.Redis, prefix: str) -> Callable[[list[CustomerUpdate]], object]:
+    """Reference without any guard: redis-py pipeline of one HSET per customer."""
+    keys = K.Keys(prefix)
+
+    def write(batch: list[CustomerUpdate]) -> object:
+        pipe = client.pipeline(transaction=False)
+        for u in batch:
+            pipe.hset(keys.customer(u.customer_id), mapping=update_fields(u)[0])
+        return pipe.execute()
+
+    return write
+
+
+def latency(label: str, fn: Callable[[], object], n: int) -> None:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    p50 = samples[len(samples) // 2] * 1e3
+    p99 = samples[int(len(samples) * 0.99)] * 1e3
+    print(
+        f"  {label:<30} {n / sum(samples):>9,.0f} calls/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms"
+        f"  (mean {statistics.fmean(samples) * 1e3:.3f} ms)"
+    )
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def seed(store: RedisStore, n: int, rng: random.Random, start: int = 0) -> None:
+    for lo in range(start, start + n, BATCH):
+        ups = make_updates([f"CS{i:07d}" for i in range(lo, min(lo + BATCH, start + n))], 1, rng)
+        store.put_initial_many(
+            [
+                CustomerSeed(
+                    customer_id=u.customer_id, state=u.state, segment_id=u.segment_id,
+                    segment_name=u.segment_name, model_version=u.model_version,
+                    updated_at=u.updated_at, as_of=T0 - 86400 * 400,
+                )
+                for u in ups
+            ]
+        )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000, help="for the memory figure")
+    parser.add_argument("--writes", type=int, default=200_000, help="writes per write variant")
+    parser.add_argument("--lookups", type=int, default=20_000, help="samples of get()")
+    args = parser.parse_args(argv)
+    rng = random.Random(42)
+
+    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+        server = RedisServer(workdir=Path(tmp)).start()
+        try:
+            client = redis.Redis.from_url(server.url)
+            print(f"redis-server {client.info('server')['redis_version']} on {server.url}")
+            print(f"redis-py {redis.__version__}, hiredis parser: {redis.utils.HIREDIS_AVAILABLE}")
+
+            print(f"guarded writes, batches of {BATCH}, {args.writes:,} customers per variant "
+                  "(each customer written once fresh, then updated with higher offsets):")  # fmt: skip
+            ids = [f"W{i:07d}" for i in range(args.writes)]
+            for label, prefix, make in (
+                ("store: 1 EVALSHA/customer, hiredis-packed (cluster-safe)", "b1", 1),
+                ("store, keys_per_script=1000 (NOT cluster-safe)", "b2", BATCH),
+                ("naive: redis-py pipeline, 1 EVALSHA/customer", "b3", "naive"),
+                ("reference, no guard: redis-py pipeline of HSET", "b4", "hset"),
+            ):
+                if make == "naive":
+                    fn = naive_writer(client, prefix)
+                elif make == "hset":
+                    fn = plain_hset_writer(client, prefix)
+                else:
+                    store = RedisStore(client, prefix=prefix, keys_per_script=int(make))
+                    fn = store.apply_many
+                fresh = make_updates(ids, 1, rng)
+                again = make_updates(ids, 10_000_000, rng)
+                rate(f"{label} [new]", fn, fresh, client)
+                rate(f"{label} [update]", fn, again, client)
+                client.flushall()
+
+            print(f"lookups on {args.lookups:,} customers (SegmentClient, derived features):")
+            store = RedisStore(client, prefix="seg")
+            seed(store, args.lookups, rng)
+            seg = SegmentClient(server.url, prefix="seg")
+            look_ids = [f"CS{i:07d}" for i in range(args.lookups)]
+            it = iter(look_ids * 2)
+            latency("get(id)", lambda: seg.get(next(it)), args.lookups)
+            groups = [look_ids[i : i + 100] for i in range(0, len(look_ids), 100)]
+            git = iter(groups * 10)
+            latency(
+                "get_many(100 ids)", lambda: seg.get_many(next(git)), min(2000, len(groups) * 10)
+            )
+            raw = store
+            rit = iter(look_ids * 2)
+            latency("RedisStore.get(id) (no derive)", lambda: raw.get(next(rit)), args.lookups)
+            seg.close()
+            client.flushall()
+
+            print(f"memory at {args.customers:,} customers (INFO memory used_memory delta):")
+            before = used_memory(client)
+            store = RedisStore(client, prefix="seg")
+            start = time.perf_counter()
+            seed(store, args.customers, rng)
+            took = time.perf_counter() - start
+            after = used_memory(client)
+            index_bytes = int(client.memory_usage(K.Keys("seg").last_event_index, samples=0) or 0)
+            per = (after - before) / args.customers
+            print(f"  seeded in {took:.1f} s ({args.customers / took:,.0f} customers/s)")
+            print(f"  per customer, all keys:            {per:8.1f} bytes")
+            print(
+                f"  per customer, without the index:   {(after - before - index_bytes) / args.customers:8.1f} bytes"
+            )
+            sample = client.memory_usage(K.Keys("seg").customer("CS0000001"), samples=0)
+            print(f"  MEMORY USAGE of one customer hash: {sample} bytes "
+                  f"(encoding {client.object('encoding', K.Keys('seg').customer('CS0000001'))!r})")  # fmt: skip
+            fields = client.hgetall(K.Keys("seg").customer("CS0000001"))
+            print(
+                f"  fields: {len(fields)}, field+value bytes: {sum(len(k) + len(v) for k, v in fields.items())}"
+            )
+            client.close()
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
