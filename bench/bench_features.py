@@ -17,7 +17,9 @@ import platform
 import resource
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ from producer.contract import CheckoutEvent
 from state.batch import batch_states, derive_frame
 from state.features import CustomerState, apply_event, derive
 
+T = TypeVar("T")
 DAY = 86_400.0
 T_END = 1_700_000_000.0
 
@@ -60,7 +63,7 @@ def synthetic_events(n_events: int, n_customers: int, seed: int) -> pd.DataFrame
     )
 
 
-def timed(label: str, n: int, unit: str, fn) -> object:  # type: ignore[no-untyped-def]
+def timed(label: str, n: int, unit: str, fn: Callable[[], T]) -> T:
     t = time.perf_counter()
     out = fn()
     dt = time.perf_counter() - t
@@ -112,7 +115,8 @@ def main() -> None:
 
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
-        f"numpy {np.__version__}, pandas {pd.__version__}"
+        f"numpy {np.__version__}, pandas {pd.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f} (other work on the machine slows every figure)"
     )
     t = time.perf_counter()
     events = synthetic_events(args.events, args.customers, args.seed)
@@ -135,9 +139,9 @@ def main() -> None:
     timed(
         "derive_frame",
         len(states),
-        "customers",  # type: ignore[arg-type]
+        "customers",
         lambda: derive_frame(states, T_END),
-    )  # type: ignore[arg-type]
+    )
     fold_baseline(events, min(args.fold_events, n))
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"peak RSS {peak_gb:.1f} GB")
