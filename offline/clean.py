@@ -55,17 +55,24 @@ _INVALID_CHARS = re.compile(r"[^A-Za-z0-9._:-]+")
 
 
 def _normalise_ids(ids: pd.Series) -> tuple[pd.Series, int]:
-    bad = ~ids.map(lambda v: _VALID_ID.fullmatch(v) is not None)
-    n = int(bad.sum())
-    if n:
-        fixed = ids[bad].map(lambda v: (_INVALID_CHARS.sub("_", v).strip("_") or "_")[:64])
-        ids = ids.copy()
-        ids[bad] = fixed
-    return ids, n
+    """Fix ids that break the id rule; checks each distinct id once (fast on 20M rows)."""
+    uniq = ids.cat.categories if isinstance(ids.dtype, pd.CategoricalDtype) else pd.unique(ids)
+    fixes = {
+        v: (_INVALID_CHARS.sub("_", str(v)).strip("_") or "_")[:64]
+        for v in uniq
+        if not isinstance(v, str) or _VALID_ID.fullmatch(v) is None
+    }
+    if not fixes:
+        return ids, 0
+    bad = ids.isin(list(fixes))
+    ids = ids.astype(object)
+    ids[bad] = ids[bad].map(fixes)
+    return ids, int(bad.sum())
 
 
 def _drop_missing_ids(df: pd.DataFrame, steps: list[CleaningStep]) -> pd.DataFrame:
-    missing = df["customer_id"].isna() | (df["customer_id"].astype(str).str.len() == 0)
+    ids = df["customer_id"]
+    missing = ids.isna() | (ids == "")
     steps.append(
         CleaningStep(
             rule="drop rows missing customer id",
@@ -75,7 +82,7 @@ def _drop_missing_ids(df: pd.DataFrame, steps: list[CleaningStep]) -> pd.DataFra
         )
     )
     df = df.loc[~missing].copy()
-    df["customer_id"], n_bad = _normalise_ids(df["customer_id"].astype(str))
+    df["customer_id"], n_bad = _normalise_ids(df["customer_id"])
     steps.append(
         CleaningStep(
             rule="normalise invalid customer ids",

@@ -315,9 +315,8 @@ def rfm_scores(recency: pd.Series, frequency: pd.Series, monetary: pd.Series) ->
     out["rfm_score"] = (
         out["rfm_r"].astype(str) + out["rfm_f"].astype(str) + out["rfm_m"].astype(str)
     )
-    out["rfm_segment"] = [
-        rfm_segment(r, f) for r, f in zip(out["rfm_r"], out["rfm_f"], strict=True)
-    ]
+    grid = np.array([[rfm_segment(r, f) for f in range(1, 6)] for r in range(1, 6)], dtype=object)
+    out["rfm_segment"] = grid[out["rfm_r"].to_numpy() - 1, out["rfm_f"].to_numpy() - 1]
     return out
 
 
