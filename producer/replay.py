@@ -212,17 +212,15 @@ def _to_events(
     unparsed: dict[str, np.ndarray] = {}
     for fname, column in columns.items():
         raw = table[column]
-        present = (
-            raw.notna().to_numpy()
-            & (raw.astype("string").str.strip() != "").fillna(False).to_numpy()
-        )
+        text = raw.astype("string").str.strip()
+        present = (text != "").fillna(False).to_numpy(dtype=bool)
         if fname == "ts":
             converted = _timestamps(raw, date_format)
         elif fname in NUMERIC:
             converted = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
         else:
             values[fname] = [
-                str(v).strip() if ok else None for v, ok in zip(raw.tolist(), present, strict=True)
+                v if ok else None for v, ok in zip(text.tolist(), present, strict=True)
             ]
             continue
         unparsed[fname] = present & np.isnan(converted)
@@ -232,19 +230,25 @@ def _to_events(
         values[fname] = [v if ok and v == v else None for v, ok in zip(cells, present, strict=True)]
     text_columns = [table[c].astype("string").fillna("").tolist() for c in table.columns]
     raw_rows = ["\x1f".join(cells) for cells in zip(*text_columns, strict=True)]
+    unparsable: dict[int, str] = {}
+    for fname, mask in unparsed.items():
+        for i in np.flatnonzero(mask).tolist():
+            unparsable.setdefault(i, fname)
+    names = list(values)
     result = ReplayResult(events=[], rows=n)
-    for i in range(n):
-        bad = next((f for f, mask in unparsed.items() if mask[i]), None)
-        if bad is not None:
+    append = result.events.append
+    for i, row in enumerate(zip(*values.values(), strict=True)):
+        if i in unparsable:
+            bad = unparsable[i]
             reason = "bad_ts" if bad == "ts" else f"bad_type:{bad}"
             _reject(result, reason, i, f"{bad} {table[columns[bad]].iat[i]!r} does not parse")
             continue
-        fields = {f: vals[i] for f, vals in values.items() if vals[i] is not None}
+        fields = {f: v for f, v in zip(names, row, strict=True) if v is not None}
         if "event_id" not in fields:
             digest = hashlib.sha1(f"{name}\x1f{i}\x1f{raw_rows[i]}".encode()).hexdigest()
             fields["event_id"] = f"r-{digest[:24]}"
         try:
-            result.events.append(validate(fields, now=now))
+            append(validate(fields, now=now))
         except InvalidEvent as exc:
             _reject(result, exc.reason, i, str(exc))
     result.events.sort(key=lambda e: e.ts)  # stable: equal times keep file order
