@@ -62,8 +62,11 @@ def batch_states(
     """One row of :class:`~state.features.CustomerState` fields per customer.
 
     ``events`` has the event contract's column names: ``customer_id``, ``ts`` (epoch
-    seconds), ``amount``, and optionally ``type`` (default ``"purchase"``),
-    ``discount`` (0), ``items`` (1), ``age``, ``gender``, ``annual_income``. Rows are
+    seconds), ``amount``, and optionally ``type`` (``"purchase"`` or ``"refund"``),
+    ``discount``, ``items``, ``age``, ``gender``, ``annual_income``. A missing column
+    or value takes the contract's default (purchase, discount 0, items 1, profile
+    unknown); a missing ``customer_id``, ``ts`` or ``amount`` or an unknown ``type``
+    raises ``ValueError``. Rows are
     in arrival order (only profile ties could care, and they do not: see
     :func:`~state.features.profile_key`). The result is indexed by ``customer_id``
     in order of first appearance (category order for a categorical column); unknown
@@ -80,12 +83,9 @@ def batch_states(
     refund = _is_refund(events, n)
     purchase = ~refund
     amount = cents_array(events["amount"].to_numpy(dtype=np.float64))
-    discount = (
-        cents_array(events["discount"].to_numpy(dtype=np.float64))
-        if "discount" in events
-        else np.zeros(n, dtype=np.int64)
-    )
-    items = events["items"].to_numpy(dtype=np.int64) if "items" in events else np.ones(n, np.int64)
+    # Missing optional values take the contract's defaults: discount 0, items 1.
+    discount = cents_array(_fill(_float_column(events, "discount", n), 0.0))
+    items = _fill(_float_column(events, "items", n), 1.0).astype(np.int64)
 
     pc = codes[purchase]
     rc = codes[refund]
@@ -157,14 +157,28 @@ def _customer_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _is_refund(events: pd.DataFrame, n: int) -> np.ndarray:
+    """``type == "refund"``; a missing type is a purchase (the contract's default)."""
     if "type" not in events:
         return np.zeros(n, dtype=bool)
     col = events["type"]
     if isinstance(col.dtype, pd.CategoricalDtype):
-        cats = np.asarray(col.cat.categories) == "refund"
+        cats = np.asarray(col.cat.categories, dtype=object)
         codes = col.cat.codes.to_numpy()
-        return np.where(codes >= 0, cats[codes], False)
-    return np.asarray(col.to_numpy() == "refund", dtype=bool)
+        counts = np.bincount(codes[codes >= 0], minlength=len(cats))
+        _check_types(cats[counts > 0])
+        return np.append(cats == "refund", False)[codes]  # code -1 (missing): purchase
+    values = col.to_numpy(dtype=object)
+    refund = np.asarray(values == "refund", dtype=bool)
+    other = ~refund & np.asarray(values != "purchase", dtype=bool)
+    if other.any():
+        _check_types(values[other])
+    return refund
+
+
+def _check_types(values: np.ndarray) -> None:
+    bad = sorted({str(v) for v in values if not pd.isna(v)} - {"purchase", "refund"})
+    if bad:
+        raise ValueError(f"type must be 'purchase' or 'refund', got {bad[:5]}")
 
 
 def _sum_int(codes: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
@@ -172,6 +186,10 @@ def _sum_int(codes: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
     out = np.zeros(k, dtype=np.int64)
     np.add.at(out, codes, values.astype(np.int64, copy=False))
     return out
+
+
+def _fill(values: np.ndarray, default: float) -> np.ndarray:
+    return np.where(np.isnan(values), default, values)
 
 
 def _float_column(events: pd.DataFrame, name: str, n: int) -> np.ndarray:

@@ -251,6 +251,42 @@ def test_batch_rejects_what_the_rules_cannot_define() -> None:
         batch_states(pd.DataFrame([good]), half_life_days=0.0)
 
 
+def test_missing_optional_values_take_the_contract_defaults() -> None:
+    table = pd.DataFrame(
+        {
+            "customer_id": ["a", "a"],
+            "type": [None, "refund"],
+            "ts": [T0, T0 + DAY],
+            "amount": [10.0, 2.0],
+            "discount": [np.nan, 1.0],
+            "items": [np.nan, 3],
+        }
+    )
+    expected = fold_events(
+        [
+            CheckoutEvent(event_id="1", customer_id="a", ts=T0, amount=10.0),
+            CheckoutEvent(
+                event_id="2",
+                customer_id="a",
+                ts=T0 + DAY,
+                amount=2.0,
+                discount=1.0,
+                items=3,
+                type="refund",
+            ),
+        ]
+    )
+    assert_same_state(expected, state_from_row(batch_states(table).loc["a"]))
+
+
+def test_an_unknown_event_type_is_refused() -> None:
+    table = pd.DataFrame({"customer_id": ["a"], "type": ["return"], "ts": [T0], "amount": [1.0]})
+    with pytest.raises(ValueError, match="return"):
+        batch_states(table)
+    with pytest.raises(ValueError, match="return"):
+        batch_states(table.astype({"type": "category"}))
+
+
 def test_an_empty_table_gives_an_empty_state_frame() -> None:
     frame = batch_states(pd.DataFrame({"customer_id": [], "ts": [], "amount": []}))
     assert frame.empty
