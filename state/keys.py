@@ -81,13 +81,11 @@ def parse_money(text: str) -> int:
 def number(value: float) -> str:
     """A float as the shortest text that reads back to the same float.
 
-    >>> number(1700000000.0), number(0.1), number(35.0), number(1e300)
-    ('1700000000', '0.1', '35', '1e+300')
+    >>> number(1700000000.0), number(0.1), number(35.0), number(1e300), number(-0.0)
+    ('1700000000', '0.1', '35', '1e+300', '-0')
     """
-    v = float(value)
-    if v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    return repr(v)
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 # (hash field, CustomerState attribute, writer, reader), in the order they are written.
