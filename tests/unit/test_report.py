@@ -2,12 +2,14 @@
 
 The FitResult objects come from the real :func:`offline.fit.fit` (few bootstrap resamples, to
 stay fast): Mall Customers, synthetic transactions (RFM columns, a re-fit with a transition
-matrix) and a customers table whose column name and values carry hostile HTML.
+matrix) and a customers table whose column name and values carry hostile HTML. The fits are
+cached per process (the browser test reuses them); nothing here mutates a FitResult.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import re
 from pathlib import Path
@@ -29,6 +31,7 @@ FAST = {"n_bootstrap": 3, "seed": 42}
 QUICK = FitOptions(k_range=tuple(range(2, 6)), algorithms=("kmeans",), **FAST)
 
 
+@functools.cache
 def mall_fit_result() -> FitResult:
     """Mall Customers on annual income + spending score (k=5 expected)."""
     options = FitOptions(features=("annual_income", "spending_score"), **FAST)
@@ -56,6 +59,7 @@ def synthetic_transactions(n: int = 300, seed: int = 3) -> pd.DataFrame:
     )
 
 
+@functools.cache
 def refit_result() -> FitResult:
     """A fit on transactions, then a re-fit on 80% of them against it (transition matrix)."""
     tx = synthetic_transactions()
@@ -64,6 +68,7 @@ def refit_result() -> FitResult:
     return fit(None, tx.sample(frac=0.8, random_state=1), QUICK, previous=previous)
 
 
+@functools.cache
 def hostile_fit_result(n: int = 300) -> FitResult:
     """Customers-only data whose second feature is named with a script tag."""
     rng = np.random.default_rng(5)
