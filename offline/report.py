@@ -29,6 +29,7 @@ from offline.report_html import (
     cleaning_table,
     comparison_table,
     fmt,
+    pct,
     rfm_section,
     segment_cards,
     tree_rules_table,
@@ -283,7 +284,7 @@ def _sections(
             f["separation"],
             _p(
                 f"A shallow surrogate decision tree reproduces the segment labels for "
-                f"<b>{result.tree_agreement:.1%}</b> of customers; its rules read:"
+                f"<b>{pct(result.tree_agreement)}</b> of customers; its rules read:"
             ),
             tree_rules_table(result.model.segments, result.tree_rules),
         ),
@@ -325,7 +326,7 @@ def _sections(
             "Online assignment",
             _p(
                 f"The published model is centroid based. Nearest-centroid assignment reproduces the "
-                f"{e(result.model.algorithm)} labels for <b>{result.nearest_centroid_agreement:.1%}</b> "
+                f"{e(result.model.algorithm)} labels for <b>{pct(result.nearest_centroid_agreement)}</b> "
                 f"of the training customers. {e(sil_note)}"
             ),
         )

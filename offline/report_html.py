@@ -43,6 +43,17 @@ def fmt(value: object) -> str:
     return str(value)
 
 
+def pct(value: float | None) -> str:
+    """A share as a percentage with one decimal, '–' when unknown.
+
+    >>> pct(0.98), pct(None)
+    ('98.0%', '–')
+    """
+    if value is None or not math.isfinite(float(value)):
+        return "–"
+    return f"{float(value):.1%}"
+
+
 def html_table(
     frame: pd.DataFrame, *, row_classes: Sequence[str] | None = None, index: bool = False
 ) -> str:
