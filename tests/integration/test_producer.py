@@ -170,3 +170,21 @@ def test_cli_simulate_and_replay_produce_to_the_topic(
     records = consume_all(topic, 51)
     customers = [decode(r.value, r.key).customer_id for r in records]
     assert len(records) == 51 and customers[-1] == "R1"
+
+
+def test_the_python_example_of_docs_producing_md_runs(
+    kafka_settings: Settings,
+    create_topic: Callable[..., str],
+    consume_all: Callable[[str, int], list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "producing.md").read_text()
+    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    topic = create_topic(kafka_settings.events_topic)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_settings.kafka_bootstrap_servers)
+    monkeypatch.setenv("SEGSTREAM_EVENTS_TOPIC", topic)
+    exec(compile(example, "docs/producing.md", "exec"), {})
+    assert capsys.readouterr().out == "not sent: negative:amount\n0\n"
+    (record,) = consume_all(topic, 1)
+    assert decode(record.value, record.key).event_id == "order-10001"
