@@ -266,7 +266,8 @@ def _emit(
     from state.config import Settings
 
     with _StopFlag() as stop:
-        stream = _until(paced(events, lambda e: e.ts, speed=speed), stop.event)
+        timed = paced(events, lambda e: e.ts, speed=speed, sleep=stop.event.wait)
+        stream = _until(timed, stop.event)
         if args.dry_run or args.out:
             sink = EventSink(args.out) if args.out else None
             count = 0

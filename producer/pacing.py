@@ -35,12 +35,13 @@ def paced(
     *,
     speed: float | None,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> Iterator[T]:
     """Yield ``items`` so that event time advances ``speed`` times faster than the wall clock.
 
     ``speed=None`` yields as fast as the consumer of the iterator takes them; ``1.0``
-    is real time. Event time is measured from the first item's ``ts_of``.
+    is real time. Event time is measured from the first item's ``ts_of``. ``sleep`` may
+    be a ``threading.Event().wait`` so that a stop request cuts a long wait short.
     """
     if speed is not None and speed <= 0:
         raise ValueError("speed must be > 0")

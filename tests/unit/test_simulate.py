@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -217,3 +221,24 @@ def test_offline_fit_recovers_the_archetypes():
     )
     truth = pop.truth().set_index("customer_id")["archetype"].reindex(result.customers.index)
     assert adjusted_rand_score(truth, np.asarray(result.labels)) >= 0.9
+
+
+def test_sigterm_ends_a_real_time_stream_cleanly(tmp_path: Path):
+    """SIGTERM sets a stop flag: the run flushes what it has, closes its output, exits 0."""
+    out = tmp_path / "stream.jsonl"
+    argv = [sys.executable, "-m", "state.cli", "produce", "simulate", "--customers", "200"]
+    argv += ["--duration", "1h", "--rate", "200", "--seed", "1", "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (out.exists() and out.stat().st_size > 0):  # the stream has begun
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    lines = out.read_bytes().splitlines()
+    assert f"written={len(lines)}".encode() in stdout
+    assert all(json.loads(line)["customer_id"].startswith("C") for line in lines)
