@@ -164,7 +164,7 @@ def build_figures(result: FitResult, data: ReportData) -> dict[str, go.Figure]:
     figs["elbow"] = charts.elbow(result.kmeans_curve, result.knee_k)
     figs["quality"] = charts.quality_curves(result.kmeans_curve, chosen_k)
     labels = np.asarray(result.labels)[data.sample]
-    hover = [html.escape(str(i)) for i in cust.index[data.sample]]
+    hover = [charts.esc(i) for i in cust.index[data.sample]]
     if len(data.top_features) == 2:
         fx, fy = data.top_features
         figs["scatter"] = charts.segment_scatter(
@@ -352,11 +352,13 @@ def _summary(result: FitResult, data: ReportData) -> str:
     spans = "".join(f"<span>{e(k)}: <b>{e(v)}</b></span>" for k, v in items.items())
     out = f'<div class="summary">{spans}</div>'
     if result.weak_structure:
-        msg = result.weak_structure_message or "The data shows little cluster structure."
+        msg = result.weak_structure_message or (
+            "Weak cluster structure: the data shows no natural groups. The segments below are "
+            "still a usable partition of the customers; read them as bands, not as types."
+        )
         out += (
-            '<div class="warning" id="weak-structure" role="alert"><strong>Weak structure</strong>'
-            f"{e(msg)} The segments below are still usable, but treat them as a convenient "
-            "partition rather than natural groups.</div>"
+            '<div class="warning" id="weak-structure" role="alert"><strong>Weak structure'
+            f"</strong>{e(msg)}</div>"
         )
     return out
 

@@ -79,7 +79,7 @@ def sizes(names: Sequence[str], counts: Sequence[int]) -> Figure:
     fig = Figure(figsize=(8, 4.5), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     pos = np.arange(len(names))
-    bars = ax.bar(pos, counts, color=[segment_color(i) for i in pos])
+    bars = ax.bar(pos, counts, color=[segment_color(i) for i in range(len(names))])
     ax.bar_label(bars, labels=[f"{int(c):,}" for c in counts])
     ax.set_xticks(pos, [mpl_text(n) for n in names], rotation=20, ha="right")
     ax.set(ylabel="customers", title="Segment sizes")

@@ -26,15 +26,15 @@ from offline.result import FitResult
 
 MALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "Mall_Customers.csv"
 HOSTILE = '<script>alert("x")</script>'
-FAST = {"n_bootstrap": 3, "seed": 42}
-# the synthetic fits only need a segmentation, not the whole comparison (Mall covers that)
-QUICK = FitOptions(k_range=tuple(range(2, 6)), algorithms=("kmeans",), **FAST)
+# few bootstrap resamples: fast; the synthetic fits only need a segmentation, not the whole
+# comparison (the Mall fit covers that)
+QUICK = FitOptions(k_range=tuple(range(2, 6)), algorithms=("kmeans",), n_bootstrap=3, seed=42)
 
 
 @functools.cache
 def mall_fit_result() -> FitResult:
     """Mall Customers on annual income + spending score (k=5 expected)."""
-    options = FitOptions(features=("annual_income", "spending_score"), **FAST)
+    options = FitOptions(features=("annual_income", "spending_score"), n_bootstrap=3, seed=42)
     return fit(load_customers(MALL), None, options)
 
 
@@ -130,7 +130,9 @@ def test_every_required_section_is_present(mall_page: str) -> None:
 
 
 def test_figure_count_is_declared(mall_page: str) -> None:
-    declared = int(re.search(r'name="segstream-figures" content="(\d+)"', mall_page).group(1))
+    meta = re.search(r'name="segstream-figures" content="(\d+)"', mall_page)
+    assert meta is not None
+    declared = int(meta.group(1))
     assert declared == mall_page.count('class="plotly-graph-div"') == 11
 
 
@@ -163,6 +165,7 @@ def test_weak_structure_warning_is_prominent() -> None:
     banner = re.search(r'<div class="warning" id="weak-structure" role="alert">(.*?)</div>', page)
     assert banner is not None
     assert page.index('id="weak-structure"') < page.index('<section id="data-quality">')
+    assert weak.weak_structure_message is not None
     assert html.escape(weak.weak_structure_message) in banner.group(1)
 
 
