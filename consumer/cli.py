@@ -92,7 +92,7 @@ def install_signal_handlers(request_stop: Any, *, hard_exit: Any = os._exit) -> 
 def run(args: argparse.Namespace) -> int:
     import redis
 
-    from consumer.metrics import ConsumerMetrics, HealthServer
+    from consumer.metrics import ConsumerMetrics, HealthServer, TimedStore
     from consumer.model_sync import ModelSync
     from consumer.service import ConsumerService
     from state.redis_store import RedisStore, StoreError
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             overrides["heartbeat_interval_ms"] = max(opts["session_timeout_ms"] // 3, 100)
         service = ConsumerService(
             settings,
-            store=store,
+            store=TimedStore(store, metrics),
             processor=processor,
             metrics=metrics,
             model_source=sync,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
@@ -28,9 +28,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+from state.store import CustomerSeed, CustomerStore, CustomerUpdate, StoredCustomer, WriteResult
+
 logger = logging.getLogger(__name__)
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
+    1, 2.5, 5, 10, 30, 60,
+)  # fmt: skip
 
 
 class ConsumerMetrics:
@@ -174,3 +179,32 @@ def _handler(
             logger.debug("http " + format, *args)
 
     return Handler
+
+
+class TimedStore(CustomerStore):
+    """A :class:`CustomerStore` that records each call's round-trip time (``op`` label)."""
+
+    def __init__(self, inner: CustomerStore, metrics: ConsumerMetrics) -> None:
+        self.inner = inner
+        self._seconds = metrics.redis_seconds
+
+    def get_many(self, customer_ids: Sequence[str]) -> dict[str, StoredCustomer | None]:
+        with self._seconds.labels(op="get_many").time():
+            return self.inner.get_many(customer_ids)
+
+    def apply_many(self, updates: Sequence[CustomerUpdate]) -> list[WriteResult]:
+        with self._seconds.labels(op="apply_many").time():
+            return self.inner.apply_many(updates)
+
+    def put_initial_many(self, seeds: Sequence[CustomerSeed]) -> list[WriteResult]:
+        return self.inner.put_initial_many(seeds)
+
+    def segment_sizes(self) -> dict[int, int]:
+        with self._seconds.labels(op="segment_sizes").time():
+            return self.inner.segment_sizes()
+
+    def idle_customers(self, before: float, *, limit: int = 1000) -> list[tuple[str, float]]:
+        return self.inner.idle_customers(before, limit=limit)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +47,7 @@ import numpy as np
 from producer.contract import CheckoutEvent, Rejection, decode
 from state.features import CustomerState, apply_event, derive
 from state.model import SegmentModel
-from state.online import OnlineSegmenter
+from state.online import OnlineSegmenter, Previous
 from state.online_state import Contribution
 from state.store import CustomerStore, CustomerUpdate, StoredCustomer, WriteResult
 
@@ -234,10 +233,12 @@ def previous_contribution(
 class _Folded:
     customer_id: str
     stored: StoredCustomer | None
+    events: list[Decoded]  # every event of the customer in the batch
+    applied: list[Decoded]  # those folded (new to the stored state)
     runs: list[tuple[CustomerState, Decoded]]  # state after each partition run, last event
-    point: np.ndarray
+    x: dict[str, Any]  # derived features at ``at``
     at: float
-    previous: Contribution | None
+    previous: tuple[dict[str, Any], int, float] | None  # features, segment index, clock
 
 
 class BatchProcessor:
@@ -249,6 +250,7 @@ class BatchProcessor:
     def __init__(self, model: SegmentModel, segmenter: OnlineSegmenter) -> None:
         self.model = model
         self.segmenter = segmenter
+        self._segment_index = {s.id: i for i, s in enumerate(model.segments)}
 
     def plan(
         self,
@@ -266,12 +268,20 @@ class BatchProcessor:
             f = self._fold_with_retries(cid, events, stored.get(cid), plan)
             if f is not None:
                 folded.append(f)
+        folded, points, previous = self._vectorize(folded, plan)
+        for f in folded:
+            plan.applied_events += len(f.applied)
+            plan.duplicate_events += len(f.events) - len(f.applied)
+            plan.event_times.extend(d.event.ts for d in f.applied)
+            plan.broker_times.extend(
+                d.record.timestamp_ms / 1000.0
+                for d in f.applied
+                if d.record.timestamp_ms is not None
+            )
         if not folded:
             return plan
         moves = self.segmenter.move_many(
-            np.array([f.point for f in folded]),
-            at=np.array([f.at for f in folded]),
-            previous=[f.previous for f in folded],
+            points, at=np.array([f.at for f in folded]), previous=previous
         )
         for i, f in enumerate(folded):
             segment = self.model.segments[int(moves.segments[i])]
@@ -309,14 +319,7 @@ class BatchProcessor:
             except Exception as exc:  # a bug in processing code: bounded retries, then DLQ
                 if attempt < POISON_ATTEMPTS:
                     continue
-                reason = f"processing_error:{type(exc).__name__}"
-                logger.error(
-                    "poison customer=%s events=%d reason=%s detail=%r",
-                    cid, len(events), reason, str(exc),
-                )  # fmt: skip
-                plan.dead_letters.extend(
-                    DeadLetter(record=d.record, reason=reason, detail=str(exc)) for d in events
-                )
+                self._dead_letter(cid, events, exc, plan)
         return None
 
     def _fold(
@@ -328,13 +331,11 @@ class BatchProcessor:
         as_of = stored.as_of if stored is not None else None
         runs: list[tuple[CustomerState, Decoded]] = []
         applied: list[Decoded] = []
-        duplicates = 0
         for d in events:
             p, o, ts = d.record.partition, d.record.offset, d.event.ts
             last = offsets.get(p)
             if (last is not None and o <= last) or (as_of is not None and ts <= as_of):
-                duplicates += 1
-                continue
+                continue  # already in the stored state
             state = apply_event(state, d.event, half_life_days=hl)
             offsets[p] = o
             if runs and runs[-1][1].record.partition == p:
@@ -343,23 +344,74 @@ class BatchProcessor:
                 runs.append((state, d))
             applied.append(d)
         if not runs:
-            plan.duplicate_events += duplicates
+            plan.duplicate_events += len(events)
             return None
         at = evaluation_time(state, as_of)
-        point = self.segmenter.vectorize(derive(state, at, half_life_days=hl))
-        if not np.isfinite(point).all():
-            raise ValueError(f"non-finite feature vector for customer {cid}")
-        previous = previous_contribution(stored, self.model, self.segmenter)
-        # counted only once the customer is sure to be written
-        plan.duplicate_events += duplicates
-        plan.applied_events += len(applied)
-        plan.event_times.extend(d.event.ts for d in applied)
-        plan.broker_times.extend(
-            d.record.timestamp_ms / 1000.0
-            for d in applied
-            if d.record.timestamp_ms is not None and math.isfinite(d.record.timestamp_ms)
+        x = derive(state, at, half_life_days=hl)
+        previous = None
+        if stored is not None and stored.model_version == self.model.version:
+            index = self._segment_index.get(stored.segment_id)  # type: ignore[arg-type]
+            if index is not None:
+                p_at = evaluation_time(stored.state, stored.as_of)
+                previous = (derive(stored.state, p_at, half_life_days=hl), index, p_at)
+        return _Folded(cid, stored, events, applied, runs, x, at, previous)
+
+    def _vectorize(
+        self, folded: list[_Folded], plan: Plan
+    ) -> tuple[list[_Folded], np.ndarray, Previous]:
+        """Points of the new and previous features, all customers at once (schema-guarded).
+
+        A customer whose features fail the guard (or give a non-finite point) is poison:
+        its events are dead-lettered and it is left out.
+        """
+        seg = self.segmenter
+        try:
+            points = seg.vectorize_many([f.x for f in folded])
+            prev_rows = [f.previous[0] for f in folded if f.previous is not None]
+            prev_points = seg.vectorize_many(prev_rows)
+            if not (np.isfinite(points).all() and np.isfinite(prev_points).all()):
+                raise ValueError("non-finite feature vector")
+        except Exception:  # find the culprits one by one (rare path)
+            kept = []
+            for f in folded:
+                try:
+                    ok = np.isfinite(seg.vectorize(f.x)).all()
+                    if f.previous is not None:
+                        ok = ok and np.isfinite(seg.vectorize(f.previous[0])).all()
+                    if not ok:
+                        raise ValueError(f"non-finite feature vector for {f.customer_id}")
+                    kept.append(f)
+                except Exception as exc:  # poison: dead-letter, keep the batch going
+                    self._dead_letter(f.customer_id, f.events, exc, plan)
+            return self._vectorize(kept, plan) if kept else ([], np.zeros((0, 0)), _NO_PREV)
+        d = len(self.model.features)
+        mask = np.array([f.previous is not None for f in folded], dtype=bool)
+        full = np.zeros((len(folded), d))
+        full[mask] = prev_points.reshape(-1, d)
+        prev = Previous(
+            points=full,
+            segments=np.array([f.previous[1] if f.previous else 0 for f in folded], dtype=int),
+            clocks=np.array([f.previous[2] if f.previous else 0.0 for f in folded]),
+            mask=mask,
         )
-        return _Folded(cid, stored, runs, point, at, previous)
+        return folded, points, prev
+
+    def _dead_letter(self, cid: str, events: list[Decoded], exc: Exception, plan: Plan) -> None:
+        reason = f"processing_error:{type(exc).__name__}"
+        logger.error(
+            "poison customer=%s events=%d reason=%s detail=%r", cid, len(events), reason, str(exc)
+        )
+        plan.dead_letters.extend(
+            DeadLetter(record=d.record, reason=reason, detail=str(exc)) for d in events
+        )
+
+
+_NO_PREV = Previous(
+    points=np.zeros((0, 0)),
+    segments=np.zeros(0, dtype=int),
+    clocks=np.zeros(0),
+    mask=np.zeros(0, dtype=bool),
+)
 
 
 @dataclass(frozen=True, kw_only=True)

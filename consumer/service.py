@@ -62,6 +62,8 @@ class RunSummary:
     batches: int = 0
     store_retries: int = 0
     stopped_by: str = ""
+    first_record_at: float | None = None  # time.monotonic() of the first polled record
+    last_record_at: float | None = None  # ... and of the end of the last batch
 
 
 class ConsumerService:
@@ -93,6 +95,7 @@ class ConsumerService:
         self._stop = False
         self._pending: dict[tuple[str, int], int] = {}  # written, not yet committed
         self._generation = 0  # bumped on every revoke: a batch in retry is then dropped
+        self._sizes_at = -float("inf")
         self.metrics.set_model(processor.model.version)
 
     # -- control ------------------------------------------------------------------------------
@@ -176,6 +179,14 @@ class ConsumerService:
         except StoreError as exc:
             logger.warning("model sync failed error=%r", str(exc))
             return
+        now = time.monotonic()
+        if now - self._sizes_at >= self.settings.model_sync_seconds:
+            self._sizes_at = now
+            try:
+                for seg, size in self.store.segment_sizes().items():
+                    self.metrics.segment_size.labels(segment_id=str(seg)).set(size)
+            except StoreError as exc:  # the next write meets it too: pause and retry there
+                logger.debug("segment sizes unavailable error=%r", str(exc))
         if new is not self.processor:
             logger.info(
                 "model reloaded old=%s new=%s", self.processor.model.version, new.model.version
@@ -280,6 +291,9 @@ class ConsumerService:
         self, step: StepResult, records: list[SourceRecord], seconds: float, summary: RunSummary
     ) -> None:
         m, plan = self.metrics, step.plan
+        summary.last_record_at = time.monotonic()
+        if summary.first_record_at is None:
+            summary.first_record_at = summary.last_record_at - seconds
         summary.batches += 1
         summary.consumed += len(records)
         summary.applied += plan.applied_events

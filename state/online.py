@@ -64,6 +64,8 @@ from state.online_state import (
     delta_between,
 )
 
+_PLAIN = (float, int, type(None))
+
 
 class FeatureSchemaError(SegstreamError, ValueError):
     """Input features do not fit the model's feature schema."""
@@ -257,7 +259,37 @@ class OnlineSegmenter(base.Clusterer):
         return self.model.vector(clean)
 
     def vectorize_many(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """:meth:`vectorize` for many rows, as a ``(len(rows), n_features)`` matrix."""
+        """:meth:`vectorize` for many rows, as a ``(len(rows), n_features)`` matrix.
+
+        Column-wise with numpy when every value is a plain ``float``/``int``/``None``
+        (the same maths as :meth:`SegmentModel.vector`); row by row otherwise, so that
+        errors are those of :meth:`vectorize`.
+        """
+        m = self.model
+        out = np.empty((len(rows), len(m.features)))
+        if self.strict or not rows:
+            for i, row in enumerate(rows):
+                out[i] = self.vectorize(row)
+            return out
+        for j, name in enumerate(m.features):
+            values = [row.get(name) for row in rows]
+            if not all(type(v) in _PLAIN for v in values):
+                return self._vectorize_rows(rows)
+            col = np.array(values, dtype=float)  # None -> nan
+            missing = ~np.isfinite(col)
+            if missing.any() and name not in m.imputation:
+                return self._vectorize_rows(rows)  # raises the precise error
+            kind = m.transforms.get(name, "identity")
+            if kind == "log1p":  # math.log1p, as SegmentModel.vector (numpy's differs by 1 ulp)
+                log1p = math.log1p
+                col = np.array([log1p(v) if v > 0.0 else 0.0 for v in col.tolist()])
+            elif kind != "identity":
+                return self._vectorize_rows(rows)
+            col[missing] = m.imputation.get(name, 0.0)
+            out[:, j] = (col - m.scaler_mean[j]) / m.scaler_scale[j]
+        return out
+
+    def _vectorize_rows(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         out = np.empty((len(rows), len(self.model.features)))
         for i, row in enumerate(rows):
             out[i] = self.vectorize(row)

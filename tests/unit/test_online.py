@@ -323,3 +323,26 @@ def test_a_new_model_reseeds_the_online_model() -> None:
     assert all(
         new.predict_one(x) == int(new_model.nearest(new_model.vector(x))[0]) for x in rows(50, 2)
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "spend": st.one_of(
+                    st.none(),
+                    st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(-(10**6), 10**6),
+                ),
+                "orders": st.one_of(st.floats(-1e6, 1e6), st.integers(0, 1000)),
+            },
+            optional={"extra": st.text(max_size=3)},
+        ),
+        max_size=20,
+    )
+)
+def test_vectorize_many_is_vectorize_row_by_row(rows: list[dict[str, object]]) -> None:
+    seg = OnlineSegmenter.from_model(make_model())
+    want = np.array([seg.vectorize(r) for r in rows]).reshape(len(rows), 2)
+    assert np.array_equal(seg.vectorize_many(rows), want)
