@@ -162,17 +162,14 @@ def _is_refund(events: pd.DataFrame, n: int) -> np.ndarray:
         return np.zeros(n, dtype=bool)
     col = events["type"]
     if isinstance(col.dtype, pd.CategoricalDtype):
-        cats = np.asarray(col.cat.categories, dtype=object)
         codes = col.cat.codes.to_numpy()
-        counts = np.bincount(codes[codes >= 0], minlength=len(cats))
-        _check_types(cats[counts > 0])
-        return np.append(cats == "refund", False)[codes]  # code -1 (missing): purchase
-    values = col.to_numpy(dtype=object)
-    refund = np.asarray(values == "refund", dtype=bool)
-    other = ~refund & np.asarray(values != "purchase", dtype=bool)
-    if other.any():
-        _check_types(values[other])
-    return refund
+        cats = np.asarray(col.cat.categories, dtype=object)
+        _check_types(cats[np.bincount(codes[codes >= 0], minlength=len(cats)) > 0])
+    else:  # one hashing pass, a handful of distinct values
+        codes, uniques = pd.factorize(col, use_na_sentinel=True)
+        cats = np.asarray(uniques, dtype=object)
+        _check_types(cats)
+    return np.append(cats == "refund", False)[codes]  # code -1 (missing): purchase
 
 
 def _check_types(values: np.ndarray) -> None:
@@ -198,20 +195,16 @@ def _float_column(events: pd.DataFrame, name: str, n: int) -> np.ndarray:
     return pd.to_numeric(events[name], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _gender_column(events: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gender as an object array of ``str`` (where known) and the known mask."""
+def _gender_known(events: pd.DataFrame, n: int) -> np.ndarray:
     if "gender" not in events:
-        return np.full(n, None, dtype=object), np.zeros(n, dtype=bool)
-    col = events["gender"]
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy()
-        cats = np.array([str(c) for c in col.cat.categories] + [None], dtype=object)
-        return cats[codes], codes >= 0
-    values = col.to_numpy(dtype=object)
-    known = ~pd.isna(values)
-    values = values.copy()
-    values[known] = [v if isinstance(v, str) else str(v) for v in values[known]]
-    return values, known
+        return np.zeros(n, dtype=bool)
+    return events["gender"].notna().to_numpy(dtype=bool)
+
+
+def _gender_at(events: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Gender of ``rows`` (known ones) as ``str``; only these rows become Python objects."""
+    values = events["gender"].iloc[rows].to_numpy(dtype=object)
+    return np.array([v if isinstance(v, str) else str(v) for v in values], dtype=object)
 
 
 def _profiles(
@@ -227,7 +220,7 @@ def _profiles(
         return age, gender, income, profile_ts
     e_age = _float_column(events, "age", n)
     e_income = _float_column(events, "annual_income", n)
-    e_gender, gender_known = _gender_column(events, n)
+    gender_known = _gender_known(events, n)
     has = ~np.isnan(e_age) | gender_known | ~np.isnan(e_income)
     if not has.any():
         return age, gender, income, profile_ts
@@ -239,9 +232,11 @@ def _profiles(
     # Ties at that time: the greatest (age, gender, income) key wins, as in profile_key().
     c_age, c_income = e_age[rows], e_income[rows]
     g_codes = np.full(len(rows), -1, dtype=np.int64)
+    c_gender = np.full(len(rows), None, dtype=object)
     c_known = gender_known[rows]
     if c_known.any():  # codes in Python's string order, as profile_key compares
-        g_codes[c_known] = pd.factorize(e_gender[rows][c_known], sort=True)[0]
+        c_gender[c_known] = _gender_at(events, rows[c_known])
+        g_codes[c_known] = pd.factorize(c_gender[c_known], sort=True)[0]
     a_known, i_known = ~np.isnan(c_age), ~np.isnan(c_income)
     order = np.lexsort(
         (
@@ -253,15 +248,15 @@ def _profiles(
             codes[rows],
         )
     )
-    rows_sorted = rows[order]
-    c_sorted = codes[rows_sorted]
-    last = np.ones(len(rows_sorted), dtype=bool)
+    c_sorted = codes[rows][order]
+    last = np.ones(len(order), dtype=bool)
     last[:-1] = c_sorted[1:] != c_sorted[:-1]
-    win = rows_sorted[last]
+    win_c = order[last]  # index into the candidates
+    win = rows[win_c]
     cw = codes[win]
     age[cw] = e_age[win]
     income[cw] = e_income[win]
-    gender[cw] = np.where(gender_known[win], e_gender[win], None)
+    gender[cw] = c_gender[win_c]
     profile_ts[cw] = ts[win]
     return age, gender, income, profile_ts
 

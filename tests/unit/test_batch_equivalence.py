@@ -142,15 +142,18 @@ def assert_same_state(
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=events_st, half_life=half_lives, categorical=st.booleans())
+@given(
+    rows=events_st,
+    half_life=half_lives,
+    text_dtype=st.sampled_from(["object", "category", "string[pyarrow]"]),
+)
 def test_batch_states_equal_the_fold_in_arrival_order(
-    rows: list[dict], half_life: float, categorical: bool
+    rows: list[dict], half_life: float, text_dtype: str
 ) -> None:
     events = to_events(rows)
     folded = fold_by_customer(events, half_life)
-    table = to_frame(rows)
-    if categorical:  # as Parquet dictionary columns arrive
-        table = table.astype({"customer_id": "category", "type": "category", "gender": "category"})
+    table = to_frame(rows)  # text columns as CSV (object), Parquet dictionary or Arrow give them
+    table = table.astype({"customer_id": text_dtype, "type": text_dtype, "gender": text_dtype})
     frame = batch_states(table, half_life_days=half_life)
 
     assert list(frame.columns) == list(STATE_FIELDS)
