@@ -161,6 +161,31 @@ def state_values(state: CustomerState) -> list[str | bool]:
     ]
 
 
+_PAIR_TEMPLATE = [x for name in STATE_FIELDS for x in (name, "")]
+
+
+def state_pairs(state: CustomerState) -> tuple[list[str], list[str]]:
+    """``([field, value, ...], [fields whose value is unknown])``: the guarded write's form.
+
+    >>> state_pairs(CustomerState(orders=2, gross_cents=250))[0][:6]
+    ['orders', '2', 'refunds', '0', 'gross', '2.50']
+    >>> state_pairs(CustomerState())[1][:3]
+    ['first_ts', 'last_ts', 'decay_ts']
+    """
+    values = state_values(state)
+    if False not in values:
+        pairs = _PAIR_TEMPLATE.copy()
+        pairs[1::2] = values
+        return pairs, []
+    pairs, absent = [], []
+    for name, value in zip(STATE_FIELDS, values, strict=True):
+        if value is False:
+            absent.append(name)
+        else:
+            pairs += (name, value)
+    return pairs, absent  # type: ignore[return-value]
+
+
 def decode_state(fields: Mapping[str, str]) -> CustomerState:
     """A :class:`CustomerState` from hash fields (missing fields take their defaults)."""
     values: dict[str, Any] = {}

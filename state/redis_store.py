@@ -44,13 +44,8 @@ except ImportError:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-GUARDED_WRITE = (
-    resources.files("state")
-    .joinpath("guarded_write.lua")
-    .read_text()
-    .replace('"@STATE_FIELDS@"', ", ".join(f'"{f}"' for f in K.STATE_FIELDS))
-)
-"""The guard script, with the state field names of :mod:`state.keys` filled in."""
+GUARDED_WRITE = resources.files("state").joinpath("guarded_write.lua").read_text()
+"""The guard script; field names come from :mod:`state.keys` with each record."""
 
 
 class StoreError(SegstreamError):
@@ -205,17 +200,14 @@ class RedisStore(CustomerStore):
 
     def apply_many(self, updates: Sequence[CustomerUpdate]) -> list[WriteResult]:
         def record(u: CustomerUpdate) -> list[Any]:
+            pairs, absent = K.state_pairs(u.state)
             return [
-                "a",
-                K.partition_field(u.partition),
-                str(int(u.offset)),
-                K.number(u.event_ts),
-                str(int(u.segment_id)),
-                u.segment_name,
-                u.model_version,
-                K.number(u.updated_at),
-                *K.state_values(u.state),
-            ]
+                "a", K.number(u.event_ts), len(absent), *absent,
+                K.partition_field(u.partition), str(int(u.offset)),
+                K.SEGMENT_ID, str(int(u.segment_id)), K.SEGMENT_NAME, u.segment_name,
+                K.MODEL_VERSION, u.model_version, K.UPDATED_AT, K.number(u.updated_at),
+                *pairs,
+            ]  # fmt: skip
 
         results = self._guarded(updates, record, last_event_score)
         self._bump_sizes(size_deltas(results, (u.segment_id for u in updates)))
@@ -223,17 +215,15 @@ class RedisStore(CustomerStore):
 
     def put_initial_many(self, seeds: Sequence[CustomerSeed]) -> list[WriteResult]:
         def record(s: CustomerSeed) -> list[Any]:
+            pairs, absent = K.state_pairs(s.state)
+            as_of = K.number(s.as_of)
             return [
-                "s",
-                False,
-                False,
-                K.number(s.as_of),
-                str(int(s.segment_id)),
-                s.segment_name,
-                s.model_version,
-                K.number(s.updated_at),
-                *K.state_values(s.state),
-            ]
+                "s", as_of, len(absent), *absent,
+                K.AS_OF, as_of,
+                K.SEGMENT_ID, str(int(s.segment_id)), K.SEGMENT_NAME, s.segment_name,
+                K.MODEL_VERSION, s.model_version, K.UPDATED_AT, K.number(s.updated_at),
+                *pairs,
+            ]  # fmt: skip
 
         results = self._guarded(seeds, record, lambda s: s.state.decay_ts)
         self._bump_sizes(size_deltas(results, (s.segment_id for s in seeds)))
