@@ -61,7 +61,7 @@ money_values = st.one_of(
     st.floats(0.0, 100_000.0, allow_nan=False, allow_infinity=False),  # fractional cents
     st.sampled_from([0.005, 1.005, 2.675, 0.125]),  # decimal ties
 )
-events_st = st.lists(
+events_st: st.SearchStrategy[list[dict]] = st.lists(
     st.builds(
         dict,
         customer_id=st.sampled_from(["c1", "c2", "c3", "c-4"]),
@@ -200,6 +200,7 @@ def test_derive_equals_derive_frame(rows: list[dict], half_life: float, offset_d
             if want is None:
                 assert np.isnan(got), name
             else:
+                assert isinstance(want, float), name
                 assert math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-12), (name, got, want)
         assert derived.loc[cid, "gender"] == scalar["gender"]
 
