@@ -200,11 +200,65 @@ def seed(store: RedisStore, n: int, rng: random.Random, start: int = 0) -> None:
         )  # fmt: skip
 
 
+def layouts(client: redis.Redis, n: int, rng: random.Random) -> None:
+    """Memory per customer of other layouts we considered (plain pipelined writes, no index)."""
+    import msgspec
+
+    pack = msgspec.msgpack.Encoder().encode
+    short = {name: name[:1] + str(i) for i, name in enumerate(K.PUBLIC_FIELDS)}
+
+    def readable(u: CustomerUpdate) -> dict[str, str | bytes]:
+        return {**update_fields(u)[0], "_p3": str(u.offset)}
+
+    def short_names(u: CustomerUpdate) -> dict[str, str | bytes]:
+        return {short.get(k, k): v for k, v in readable(u).items()}
+
+    def packed_state(u: CustomerUpdate) -> dict[str, str | bytes]:
+        seg = {k: v for k, v in readable(u).items() if k in K.SEGMENT_FIELDS or k == "_p3"}
+        return {**seg, "state": pack(K.state_values(u.state))}
+
+    variants: list[tuple[str, Callable[[CustomerUpdate], dict[str, str | bytes]], int]] = [
+        ("readable hash, the store's layout", readable, 64),
+        ("readable hash, 2-character field names", short_names, 64),
+        ("segment fields + state as one msgpack field", packed_state, 64),
+        ("  same, CONFIG SET hash-max-listpack-value 256", packed_state, 256),
+    ]
+    default_value = client.config_get("hash-max-listpack-value")["hash-max-listpack-value"]
+    for label, make, max_value in variants:
+        client.flushall()
+        client.config_set("hash-max-listpack-value", max_value)
+        before = used_memory(client)
+        for lo in range(0, n, BATCH):
+            ids = [f"CS{i:07d}" for i in range(lo, min(lo + BATCH, n))]
+            pipe = client.pipeline(transaction=False)
+            for u in make_updates(ids, 1, rng):
+                pipe.hset(K.Keys("seg").customer(u.customer_id), mapping=make(u))
+            pipe.execute()
+        per = (used_memory(client) - before) / n
+        enc = client.object("encoding", K.Keys("seg").customer("CS0000000"))
+        print(f"  {label:<50} {per:7.1f} bytes/customer ({enc.decode()})")
+    client.flushall()
+    client.config_set("hash-max-listpack-value", default_value)
+    before = used_memory(client)
+    for lo in range(0, n, BATCH):
+        ids = [f"CS{i:07d}" for i in range(lo, min(lo + BATCH, n))]
+        pipe = client.pipeline(transaction=False)
+        for u in make_updates(ids, 1, rng):
+            pipe.set(K.Keys("seg").customer(u.customer_id), pack(list(readable(u).values())))
+        pipe.execute()
+    per = (used_memory(client) - before) / n
+    print(f"  {'one msgpack string per customer (no field names)':<50} {per:7.1f} bytes/customer")
+    client.flushall()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000, help="for the memory figure")
     parser.add_argument("--writes", type=int, default=200_000, help="writes per write variant")
     parser.add_argument("--lookups", type=int, default=20_000, help="samples of get()")
+    parser.add_argument(
+        "--layouts", type=int, default=100_000, help="customers per alternative layout (0: skip)"
+    )
     args = parser.parse_args(argv)
     rng = random.Random(42)
 
@@ -277,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"  fields: {len(fields)}, field+value bytes: {sum(len(k) + len(v) for k, v in fields.items())}"
             )
+            if args.layouts:
+                print(f"other layouts at {args.layouts:,} customers (not used; for the record):")
+                layouts(client, args.layouts, rng)
             client.close()
         finally:
             server.stop()
