@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import logging
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -35,6 +36,7 @@ from offline.report_html import (
     tree_rules_table,
 )
 from offline.result import FitResult
+from state.model import Segment
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class ReportData:
     names: list[str]  # segment names, by label position
     sizes: np.ndarray  # customers per label position
     zscores: pd.DataFrame  # segment names x features: mean difference from population in SDs
+    zscore_space: str  # "model" (after the model's transforms) or "raw"
     distribution_columns: list[str]
     top_features: list[str]  # up to two features with the highest ANOVA F
     sample: np.ndarray  # row positions drawn for the scatter plots (sorted)
@@ -84,6 +87,29 @@ def segment_zscores(
     z = ((means - data.mean()) / sd).reindex(range(len(names)))
     z.index = pd.Index(names, name="segment")
     return z
+
+
+def profile_zscores(
+    profiles: pd.DataFrame, segments: Sequence[Segment], features: list[str], names: list[str]
+) -> tuple[pd.DataFrame | None, str]:
+    """The fit's own z-scores (``z_<feature>`` columns, model space) in segment order.
+
+    These are what the naming rules read, so cards and heatmap agree with the descriptions.
+    ``(None, "raw")`` when the profiles do not carry them.
+
+    >>> prof = pd.DataFrame({"z_a": [1.0, -1.0]}, index=[7, 3])
+    >>> z, space = profile_zscores(prof, [Segment(id=3, name="x"), Segment(id=7, name="y")], ["a"], ["x", "y"])
+    >>> z["a"].tolist(), space
+    ([-1.0, 1.0], 'model')
+    """
+    cols = [f"z_{f}" for f in features]
+    ids = [s.id for s in segments]
+    if not all(c in profiles for c in cols) or not set(ids) <= set(profiles.index):
+        return None, "raw"
+    z = profiles.loc[ids, cols].astype(float)
+    z.columns = pd.Index(features)
+    z.index = pd.Index(names, name="segment")
+    return z, "model"
 
 
 def distribution_columns(customers: pd.DataFrame, features: list[str]) -> list[str]:
@@ -122,10 +148,14 @@ def prepare(result: FitResult) -> ReportData:
     names = [s.name for s in result.model.segments]
     labels = np.asarray(result.labels)
     top = [f for f in result.separation.sort_values(ascending=False).index if f in result.customers]
+    zscores, space = profile_zscores(result.profiles, result.model.segments, result.features, names)
+    if zscores is None:
+        zscores = segment_zscores(result.customers, result.features, labels, names)
     return ReportData(
         names=names,
         sizes=np.bincount(labels, minlength=len(names)),
-        zscores=segment_zscores(result.customers, result.features, labels, names),
+        zscores=zscores,
+        zscore_space=space,
         distribution_columns=distribution_columns(result.customers, result.features),
         top_features=[str(f) for f in top[:2]],
         sample=sample_rows(len(labels), MAX_SCATTER_POINTS, int(result.meta.get("seed", 0) or 0)),
@@ -275,7 +305,13 @@ def _sections(
             f["sizes"],
             f["profiles"],
             _p(
-                "Cells: the segment mean minus the population mean, in population standard deviations (raw units)."
+                "Cells: the segment mean minus the population mean, in population standard "
+                + (
+                    "deviations, measured where the clustering works (after the model's "
+                    "transforms, e.g. log1p for money and counts, before scaling)."
+                    if data.zscore_space == "model"
+                    else "deviations (raw units)."
+                )
             ),
         ),
         _section(

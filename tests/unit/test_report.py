@@ -200,6 +200,18 @@ def test_zscores_match_the_mall_centres(mall: FitResult) -> None:
     assert np.allclose(weighted.sum(axis=0), 0.0, atol=1e-9)
 
 
+def test_profiles_and_cards_use_the_fits_own_zscores(refit: FitResult) -> None:
+    data = prepare(refit)
+    assert data.zscore_space == "model"  # log1p money: the space the names were read in
+    for pos, seg in enumerate(refit.model.segments):
+        for f in refit.features:
+            assert data.zscores.iloc[pos][f] == refit.profiles.loc[seg.id, f"z_{f}"]
+    page = build_html(refit, data)
+    top = data.zscores.iloc[0].abs().idxmax()
+    assert f"{top}: {data.zscores.iloc[0][top]:+.2f} SD" in page
+    assert "after the model's transforms" in page
+
+
 def test_scatter_is_sampled_on_large_data(refit: FitResult) -> None:
     n = 4000
     rows = np.random.default_rng(1).integers(0, len(refit.labels), n)
