@@ -39,5 +39,12 @@ format: install
 test: install sysdeps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The first command of a newcomer: everything end to end on embedded defaults.
+DEMO_SECONDS ?= 60
+DEMO_CUSTOMERS ?= 5000
+DEMO_ARGS ?=
+demo: install
+	$(BIN)/segstream demo --seconds $(DEMO_SECONDS) --customers $(DEMO_CUSTOMERS) $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info
