@@ -24,6 +24,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("consume", "consumer.cli"),
     ("offline", "offline.cli"),
     ("lookup", "state.lookup_cli"),
+    ("demo", "producer.demo"),
 )
 
 
@@ -58,6 +59,9 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
     )
+    # kafka-python narrates every connection at INFO; keep its warnings and errors only.
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
