@@ -69,8 +69,8 @@ def batch_states(
     raises ``ValueError``. Rows are
     in arrival order (only profile ties could care, and they do not: see
     :func:`~state.features.profile_key`). The result is indexed by ``customer_id``
-    in order of first appearance (category order for a categorical column); unknown
-    values are ``NaN`` (``None`` for ``gender``).
+    (as ``str``, like the event contract's ids) in order of first appearance (category
+    order for a categorical column); unknown values are ``NaN`` (``None`` for ``gender``).
     """
     if not half_life_days > 0:
         raise ValueError(f"half_life_days must be > 0, got {half_life_days!r}")
@@ -133,7 +133,7 @@ def batch_states(
             "annual_income": income,
             "profile_ts": profile_ts,
         },
-        index=pd.Index(uniques, name=INDEX_NAME, dtype=object),
+        index=pd.Index(uniques, name=INDEX_NAME, dtype=object).astype(str).astype(object),
     )
     return frame[list(STATE_FIELDS)]
 

@@ -291,6 +291,14 @@ def test_an_unknown_event_type_is_refused() -> None:
         batch_states(table.astype({"type": "category"}))
 
 
+def test_customer_ids_come_out_as_strings_like_the_event_contract() -> None:
+    frame = batch_states(
+        pd.DataFrame({"customer_id": [12, 7, 12], "ts": [T0] * 3, "amount": [1.0] * 3})
+    )
+    assert list(frame.index) == ["12", "7"]
+    assert frame.loc["12", "orders"] == 2
+
+
 def test_an_empty_table_gives_an_empty_state_frame() -> None:
     frame = batch_states(pd.DataFrame({"customer_id": [], "ts": [], "amount": []}))
     assert frame.empty
