@@ -186,14 +186,35 @@ def state_pairs(state: CustomerState) -> tuple[list[str], list[str]]:
     return pairs, absent  # type: ignore[return-value]
 
 
+def _opt_float(raw: str | None) -> float | None:
+    return None if raw is None else float(raw)
+
+
 def decode_state(fields: Mapping[str, str]) -> CustomerState:
-    """A :class:`CustomerState` from hash fields (missing fields take their defaults)."""
-    values: dict[str, Any] = {}
-    for name, attr, _write, read in STATE_CODECS:
-        raw = fields.get(name)
-        if raw is not None:
-            values[attr] = read(raw)
-    return CustomerState(**values)
+    """A :class:`CustomerState` from hash fields (missing fields take their defaults).
+
+    Hand-unrolled :data:`STATE_CODECS` (the read path of every lookup; a test pins them).
+    """
+    g = fields.get
+    money_fields = [g(name) for name in ("gross", "refunded", "discount")]
+    gross, refunded, discount = (0 if m is None else parse_money(m) for m in money_fields)
+    return CustomerState(
+        orders=int(g("orders") or 0),
+        refunds=int(g("refunds") or 0),
+        gross_cents=gross,
+        refunded_cents=refunded,
+        discount_cents=discount,
+        items=int(g("items") or 0),
+        first_ts=_opt_float(g("first_ts")),
+        last_ts=_opt_float(g("last_ts")),
+        spend_decayed=float(g("spend_decayed") or 0.0),
+        orders_decayed=float(g("orders_decayed") or 0.0),
+        decay_ts=_opt_float(g("decay_ts")),
+        age=_opt_float(g("age")),
+        gender=g("gender"),
+        annual_income=_opt_float(g("annual_income")),
+        profile_ts=_opt_float(g("profile_ts")),
+    )
 
 
 def decode_offsets(fields: Mapping[str, str]) -> dict[int, int]:

@@ -75,6 +75,11 @@ def _hash_reply(reply: Any) -> dict[str, str]:
     """HGETALL reply (RESP2 flat list or RESP3 map) as a str -> str dict."""
     if isinstance(reply, dict):
         return {_text(k): _text(v) for k, v in reply.items()}
+    if reply and isinstance(reply[0], bytes):  # one decode for the whole hash
+        text = b"\x00".join(reply).decode()
+        parts = text.split("\x00")
+        if len(parts) == len(reply):  # no NUL inside a value
+            return dict(zip(parts[::2], parts[1::2], strict=True))
     it = iter(reply)
     return {_text(k): _text(v) for k, v in zip(it, it, strict=True)}
 

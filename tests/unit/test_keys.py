@@ -146,3 +146,21 @@ def test_every_key_the_doc_mentions_is_one_keys_py_builds() -> None:
     assert len(mentioned) > len(patterns)
     for key in mentioned:
         assert key in patterns or any(r.fullmatch(key) for r in regexes), key
+
+
+@given(states)
+def test_the_unrolled_reader_matches_the_codec_table(state: CustomerState) -> None:
+    fields = K.encode_state(state)
+    generic = {
+        attr: read(fields[name]) for name, attr, _w, read in K.STATE_CODECS if name in fields
+    }
+    assert K.decode_state(fields) == CustomerState(**generic) == state
+
+
+@given(st.dictionaries(st.text(min_size=1), st.text()))
+def test_hash_replies_decode_whatever_the_values_hold(fields: dict[str, str]) -> None:
+    from state.redis_store import _hash_reply
+
+    flat = [x.encode() for kv in fields.items() for x in kv]
+    assert _hash_reply(flat) == fields
+    assert _hash_reply({k.encode(): v.encode() for k, v in fields.items()}) == fields
