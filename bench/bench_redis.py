@@ -17,6 +17,7 @@ Run: ``.venv/bin/python bench/bench_redis.py [--customers 1000000] [--writes 200
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import statistics
@@ -167,17 +168,20 @@ def plain_hset_writer(client: redis.Redis, prefix: str) -> Callable[[list[Custom
 
 
 def latency(label: str, fn: Callable[[], object], n: int) -> None:
+    """Calls/s and wall-clock p50/p99 per call, and this process's CPU time per call."""
     samples = []
+    cpu0 = time.process_time()
     for _ in range(n):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
+    cpu = (time.process_time() - cpu0) / n * 1e3
     samples.sort()
     p50 = samples[len(samples) // 2] * 1e3
     p99 = samples[int(len(samples) * 0.99)] * 1e3
     print(
         f"  {label:<30} {n / sum(samples):>9,.0f} calls/s  p50 {p50:.3f} ms  p99 {p99:.3f} ms"
-        f"  (mean {statistics.fmean(samples) * 1e3:.3f} ms)"
+        f"  (mean {statistics.fmean(samples) * 1e3:.3f} ms, client CPU {cpu:.3f} ms/call)"
     )
 
 
@@ -262,7 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = random.Random(42)
 
-    print(f"machine: {platform.node()} {platform.machine()} python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()},"
+        f" load average now {os.getloadavg()[0]:.1f} (other work on the machine inflates wall times)"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
         server = RedisServer(workdir=Path(tmp)).start()
         try:
