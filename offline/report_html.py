@@ -175,13 +175,16 @@ def rfm_section(customers: pd.DataFrame, names: Sequence[str], labels: np.ndarra
     cols = [c for c in RFM_COLUMNS if c in customers]
     summary = customers.groupby(rfm)[cols].mean() if cols else pd.DataFrame(index=rfm.unique())
     summary.insert(0, "customers", rfm.value_counts().reindex(summary.index).astype(int))
-    summary.insert(1, "share", (summary["customers"] / len(rfm) * 100).round(1))
+    summary.insert(1, "share (%)", (summary["customers"] / len(rfm) * 100).round(1))
     summary = summary.sort_values("customers", ascending=False)
     summary.index.name = "RFM segment"
     segment = pd.Series(np.asarray(names, dtype=object)[np.asarray(labels)], index=customers.index)
     cross = pd.crosstab(segment.rename("cluster segment"), rfm.rename("RFM segment"))
+    cross = cross.reindex([n for n in names if n in cross.index])  # model order
     return (
-        '<p class="note">Classic RFM quintile scores (1-5; share in %) next to the cluster '
-        "segments.</p>" + html_table(summary, index=True) + "<h3>Cluster segment x RFM segment "
+        '<p class="note">Classic RFM quintile scores (1-5, mean per RFM segment) next to '
+        "the cluster segments.</p>"
+        + html_table(summary, index=True)
+        + "<h3>Cluster segment x RFM segment "
         "(customers)</h3>" + html_table(cross, index=True)
     )
