@@ -66,9 +66,10 @@ def batch_states(
     ``discount``, ``items``, ``age``, ``gender``, ``annual_income``. A missing column
     or value takes the contract's default (purchase, discount 0, items 1, profile
     unknown); a missing ``customer_id``, ``ts`` or ``amount`` or an unknown ``type``
-    raises ``ValueError``. Rows are
-    in arrival order (only profile ties could care, and they do not: see
-    :func:`~state.features.profile_key`). The result is indexed by ``customer_id``
+    raises ``ValueError``. Rows are in arrival order (only profile ties could care,
+    and they do not: see :func:`~state.features.profile_key`).
+
+    The result is indexed by ``customer_id``
     (as ``str``, like the event contract's ids) in order of first appearance (category
     order for a categorical column); unknown values are ``NaN`` (``None`` for ``gender``).
     """
