@@ -3,8 +3,10 @@
 Checkout systems send one JSON object per Kafka message, keyed by the customer id.
 :func:`decode` turns those bytes into a :class:`CheckoutEvent` or a :class:`Rejection`
 with a machine-readable ``reason`` (one of :data:`REASONS`). It never raises and never
-guesses. :func:`validate` applies the very same rules (one code path, :func:`_check`)
-to a Python mapping and raises :class:`~state.errors.InvalidEvent` instead;
+guesses. The rules live in one function, :func:`_check`: :func:`validate` applies them
+to a Python mapping and raises :class:`~state.errors.InvalidEvent` instead, and
+:func:`decode` applies them to every message its msgspec fast lane (:class:`_Wire`) does
+not accept, so the fast lane can only ever say "valid" (tests hold both lanes equal).
 :func:`encode` writes the compact JSON that :func:`decode` reads back exactly.
 
 >>> payload = b'{"event_id": "e-1", "customer_id": "CS1112", "ts": "2024-05-01T10:00:00Z", "amount": 12.5}'
