@@ -1,17 +1,19 @@
 """The Redis customer store: one pipelined round trip per batch, guarded by a Lua script.
 
 Each customer write is one ``EVALSHA`` of ``guarded_write.lua`` on the customer's key
-alone (one hash slot, so it works on Redis Cluster too). A batch is packed with hiredis
-into one buffer, sent with one write, and its replies read back in order: redis-py's
-pipeline object costs more client CPU per command than Redis spends running the script
-(see docs/benchmarks.md). The last-event index (``ZADD GT``) rides in the same round
-trip; live segment sizes (``HINCRBY``) need the scripts' answers, so they follow in a
-second, small round trip and only when some segment changed.
+alone (one hash slot, as Redis Cluster requires). A batch is packed with hiredis and sent
+128 customers per socket write (Redis runs one chunk while the next is packed), then the
+replies are read back in order: redis-py's pipeline object costs more client CPU per
+command than Redis spends running the script (docs/benchmarks.md). Each record is one
+MessagePack argument. The last-event index (``ZADD GT``) rides in the same round trip;
+live segment sizes (``HINCRBY``) need the scripts' answers, so they follow in a second,
+small round trip and only when some segment changed.
 
 Sizes are counters: a crash between the two round trips loses that batch's changes,
 and :meth:`RedisStore.recount_segment_sizes` rebuilds them from the customer hashes.
 
-Connection is lazy (first use); close with :meth:`close` or a ``with`` block.
+Connection is lazy (first use); :meth:`close` (or a ``with`` block) closes the client,
+also one passed in.
 """
 
 from __future__ import annotations
