@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from state.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 MASK = "***"
@@ -203,6 +205,13 @@ class Settings:
         """Settings from the environment with parsed flags on top (flags win)."""
         names = {f.name for f in fields(cls)}
         return cls.from_env(environ, **{k: v for k, v in vars(args).items() if k in names})
+
+    def __post_init__(self) -> None:
+        # The decoder compares currencies exactly; accept "eur" and mean "EUR".
+        currency = self.currency.strip().upper()
+        if currency and not re.fullmatch(r"[A-Z]{3}", currency):
+            raise ConfigError(f"SEGSTREAM_CURRENCY must be an ISO 4217 code, got {self.currency!r}")
+        object.__setattr__(self, "currency", currency)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
