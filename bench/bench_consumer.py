@@ -224,7 +224,9 @@ def latency_at(settings: Settings, world: World, rate: float, seconds: float) ->
     )
     t = threading.Thread(target=lambda: service.run(idle_timeout=3, timeout=seconds + 60))
     t.start()
-    time.sleep(4)  # the group join (Tansu: ~half the session timeout) before the load starts
+    deadline = time.monotonic() + 60  # the load starts once the group join is done
+    while not service.kafka.assignment() and time.monotonic() < deadline:
+        time.sleep(0.05)
     feeder.start()
     feeder.join()
     t.join()

@@ -47,6 +47,11 @@ def consumer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
     }
 
 
+def _log_commit_failure(offsets: Any, response: Any) -> None:
+    if isinstance(response, Exception):
+        logger.warning("async commit failed error=%r", str(response))
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(
         self,
@@ -136,13 +141,16 @@ class KafkaIO:
         batches = self.consumer.poll(timeout_ms=timeout_ms)
         return [r for records in batches.values() for r in records]
 
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Commit ``{(topic, partition): next offset to read}`` synchronously."""
+    def commit(self, offsets: Mapping[tuple[str, int], int], *, sync: bool = True) -> None:
+        """Commit ``{(topic, partition): next offset to read}``; ``sync=False`` does not wait
+        (a failure is logged: the next commit, or a redelivery the guard skips, covers it)."""
         if not offsets:
             return
-        self.consumer.commit(
-            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
-        )
+        tps = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        if sync:
+            self.consumer.commit(tps)
+        else:
+            self.consumer.commit_async(tps, callback=_log_commit_failure)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self._consumer is not None else set()

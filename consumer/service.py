@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 BACKOFF_START = 0.1
 BACKOFF_CAP = 5.0
 POLL_MS = 200
+LATENCY_SAMPLES = 256  # latency observations per batch at most (evenly spaced)
 
 
 class ModelSource(Protocol):
@@ -94,6 +95,7 @@ class ConsumerService:
         )
         self._stop = False
         self._pending: dict[tuple[str, int], int] = {}  # written, not yet committed
+        self._committed: dict[tuple[str, int], int] = {}  # last commit sent, per partition
         self._generation = 0  # bumped on every revoke: a batch in retry is then dropped
         self._sizes_at = -float("inf")
         self.metrics.set_model(processor.model.version)
@@ -205,7 +207,7 @@ class ConsumerService:
         for r in records:
             key = (r.topic, r.partition)
             self._pending[key] = max(self._pending.get(key, 0), r.offset + 1)
-        self._checkpoint()
+        self._checkpoint(sync=False)
         self._record(step, records, time.perf_counter() - started, summary)
 
     def _write_with_retries(
@@ -256,11 +258,22 @@ class ConsumerService:
                 raise RuntimeError("records delivered while paused")
         return not self._stop and generation == self._generation
 
-    def _checkpoint(self) -> None:
-        """Flush produced messages, then commit written offsets (state is already written)."""
+    def _checkpoint(self, *, sync: bool = True) -> None:
+        """Flush produced messages, then commit written offsets (state is already written).
+
+        In the loop the commit is asynchronous (a lost commit only redelivers what the
+        guard skips); on revoke and shutdown it is synchronous.
+        """
         self.kafka.flush()
-        if self._pending:
-            self.kafka.commit(self._pending)
+        if sync:  # again, synchronously, what async commits may still have in flight
+            owned = {(tp.topic, tp.partition) for tp in self.kafka.assignment()}
+            offsets = {k: v for k, v in self._committed.items() if k in owned}
+            offsets.update(self._pending)
+        else:
+            offsets = self._pending
+        if offsets:
+            self.kafka.commit(offsets, sync=sync)
+            self._committed.update(self._pending)
             self._pending = {}
 
     # -- rebalance ----------------------------------------------------------------------------
@@ -271,6 +284,8 @@ class ConsumerService:
             self._checkpoint()
         except Exception as exc:  # commit may fail mid-rebalance; the guard covers a replay
             logger.warning("checkpoint on revoke failed error=%r", str(exc))
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        self._committed = {k: v for k, v in self._committed.items() if k not in gone}
         logger.info("partitions revoked partitions=%s", _tps(revoked))
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -306,8 +321,11 @@ class ConsumerService:
         m.events.labels(outcome="applied").inc(plan.applied_events)
         m.events.labels(outcome="duplicate").inc(plan.duplicate_events)
         m.events.labels(outcome="dead_lettered").inc(len(step.dead_letters))
+        reasons: dict[str, int] = {}
         for d in step.dead_letters:
-            m.dead_letters.labels(reason=d.reason).inc()
+            reasons[d.reason] = reasons.get(d.reason, 0) + 1
+        for reason, count in reasons.items():
+            m.dead_letters.labels(reason=reason).inc(count)
         for c in step.changes:
             m.segment_changes.labels(
                 from_segment=str(c.previous_segment_id),
@@ -315,10 +333,11 @@ class ConsumerService:
                 reason=c.reason,
             ).inc()
         now = self.clock()
-        for ts in plan.event_times:
-            m.latency.labels(source="event").observe(max(now - ts, 0.0))
-        for ts in plan.broker_times:
-            m.latency.labels(source="broker").observe(max(now - ts, 0.0))
+        for source, times in (("event", plan.event_times), ("broker", plan.broker_times)):
+            hist = m.latency.labels(source=source)
+            stride = max(1, len(times) // LATENCY_SAMPLES)  # an even sample bounds the cost
+            for ts in times[::stride]:
+                hist.observe(max(now - ts, 0.0))
         for tp, lag in self.kafka.lag().items():
             m.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return make_world(customers=1500, events=20_000, seed=21)
+    return make_world(customers=1000, events=12_000, seed=21)
 
 
 def segstream() -> list[str]:
