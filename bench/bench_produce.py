@@ -122,7 +122,8 @@ def main() -> None:
         print(
             f"# {args.events} events of ~{size:.0f} B, {args.partitions} partitions, "
             f"broker={'tansu (local)' if broker else bootstrap}, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cpus, python {platform.python_version()}"
+            f"{os.cpu_count()} cpus, python {platform.python_version()}, "
+            f"load average before {os.getloadavg()[0]:.1f}"
         )
         runners: list[tuple[str, Callable[..., float], ProducerOptions]] = [
             (name, run_checkout_producer, opts) for name, opts in CONFIGS.items()
@@ -133,6 +134,7 @@ def main() -> None:
             for name, runner, opts in runners:
                 results[name].append(runner(settings, _topic(admin, args.partitions), opts, events))
         admin.close()
+        print(f"# load average after {os.getloadavg()[0]:.1f}")
         print(f"{'configuration':40} {'best ev/s':>10} {'median ev/s':>12}")
         for name, rates in results.items():
             print(f"{name:40} {max(rates):>10,.0f} {statistics.median(rates):>12,.0f}")

@@ -368,7 +368,7 @@ def simulate_stream(
             serial += 1
             emitted += 1
             yield CheckoutEvent(
-                event_id=f"s{seed}-{serial}",
+                event_id=f"s{seed}-{start:.0f}-{serial}",
                 customer_id=pop.customer_id[c],
                 ts=round(float(ts[j]), 3),
                 amount=float(orders["amount"][j]),
