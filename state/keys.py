@@ -173,17 +173,18 @@ def state_pairs(state: CustomerState) -> tuple[list[str], list[str]]:
     ['first_ts', 'last_ts', 'decay_ts']
     """
     values = state_values(state)
+    pairs: list[str] = []
+    absent: list[str] = []
     if False not in values:
         pairs = _PAIR_TEMPLATE.copy()
-        pairs[1::2] = values
-        return pairs, []
-    pairs, absent = [], []
+        pairs[1::2] = values  # type: ignore[assignment]  # all str here
+        return pairs, absent
     for name, value in zip(STATE_FIELDS, values, strict=True):
-        if value is False:
-            absent.append(name)
-        else:
+        if isinstance(value, str):
             pairs += (name, value)
-    return pairs, absent  # type: ignore[return-value]
+        else:
+            absent.append(name)
+    return pairs, absent
 
 
 def _opt_float(raw: str | None) -> float | None:

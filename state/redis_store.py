@@ -39,6 +39,7 @@ from state.store import (
     size_deltas,
 )
 
+_hiredis_pack: Callable[..., Any] | None
 try:  # hiredis is a declared dependency; the fallback keeps the store importable without it
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover
@@ -54,7 +55,7 @@ class StoreError(SegstreamError):
     """The customer store could not be read or written (Redis unreachable, refused, ...)."""
 
 
-def pack_command(args: Sequence[str | bytes]) -> bytes:
+def pack_command(args: Sequence[str | bytes | int]) -> bytes:
     """One command in the Redis protocol (RESP).
 
     >>> pack_command(["HGET", "k", "f"])
@@ -318,7 +319,7 @@ class RedisStore(CustomerStore):
         """
         counts: dict[int, int] = {}
         try:
-            batch: list[bytes] = []
+            batch: list[Any] = []
             for key in self.client.scan_iter(match=self._keys.customer_pattern, count=scan_count):
                 batch.append(key)
                 if len(batch) >= scan_count:
@@ -354,7 +355,7 @@ def _script_command(sha: str, ttl: str, group: list[tuple[str, list[Any]]]) -> b
     )  # fmt: skip
 
 
-def _count_segments(client: redis.Redis, keys: list[bytes], counts: dict[int, int]) -> None:
+def _count_segments(client: redis.Redis, keys: list[Any], counts: dict[int, int]) -> None:
     if not keys:
         return
     pipe = client.pipeline(transaction=False)

@@ -71,6 +71,11 @@ class SegmentsView:
         }
 
 
+def _sync(reply: Any) -> Any:
+    """A reply of the synchronous client (redis-py types every reply as maybe-awaitable)."""
+    return reply
+
+
 def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -95,7 +100,7 @@ class ModelRegistry:
             self.client.sadd(self._keys.models, model.version)
             if created:
                 return True
-            existing = _text(self.client.get(key))
+            existing = _text(_sync(self.client.get(key)))
         except redis.RedisError as exc:
             raise StoreError(f"Redis error publishing model {model.version}: {exc}") from exc
         if existing != body:
@@ -108,7 +113,7 @@ class ModelRegistry:
     def get(self, version: str) -> SegmentModel:
         """The model published as ``version`` (UnknownModelVersion, UnknownSchemaVersion)."""
         try:
-            raw = self.client.get(self._keys.model(version))
+            raw = _sync(self.client.get(self._keys.model(version)))
         except redis.RedisError as exc:
             raise StoreError(f"Redis error reading model {version}: {exc}") from exc
         if raw is None:
@@ -117,7 +122,7 @@ class ModelRegistry:
 
     def current_version(self) -> str | None:
         try:
-            return _text(self.client.get(self._keys.model_current))
+            return _text(_sync(self.client.get(self._keys.model_current)))
         except redis.RedisError as exc:
             raise StoreError(f"Redis error reading the current model: {exc}") from exc
 
@@ -129,7 +134,7 @@ class ModelRegistry:
     def versions(self) -> list[str]:
         """Every published version, sorted."""
         try:
-            return sorted(_text(v) or "" for v in self.client.smembers(self._keys.models))
+            return sorted(_text(v) or "" for v in _sync(self.client.smembers(self._keys.models)))
         except redis.RedisError as exc:
             raise StoreError(f"Redis error listing models: {exc}") from exc
 
@@ -151,7 +156,7 @@ class ModelRegistry:
             }
             stale = [
                 f
-                for f in (_text(x) or "" for x in self.client.hkeys(seg_key))
+                for f in (_text(x) or "" for x in _sync(self.client.hkeys(seg_key)))
                 if f.startswith(K.SEGMENT_META_PREFIX) and f not in meta
             ]
             pipe = self.client.pipeline(transaction=False)
