@@ -56,7 +56,7 @@ class FitOptions:
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS
     n_bootstrap: int = 10
     silhouette_sample: int = 5_000
-    selection_sample: int = 50_000
+    selection_sample: int = 20_000
     version: str | None = None
     meta: dict = field(default_factory=dict)
 
@@ -98,7 +98,8 @@ def customer_features(
     if transactions is not None:
         from state.batch import batch_states, derive_frame
 
-        tx = transactions[[c for c in EVENT_COLUMNS if c in transactions.columns]]
+        keep = (*EVENT_COLUMNS, *PROFILE_COLUMNS)  # profile attributes ride along on events
+        tx = transactions[[c for c in keep if c in transactions.columns]]
         states = batch_states(tx, half_life_days=half_life_days)
         frame = derive_frame(states, as_of, half_life_days=half_life_days)
         frame = frame.drop(columns=[c for c in PROFILE_COLUMNS if frame[c].isna().all()])

@@ -70,6 +70,7 @@ def iter_seeds(
     as_of = float(model.as_of) if model.as_of is not None else 0.0
     seg = assignments["segment_id"].reindex(states.index)
     names = {s.id: s.name for s in model.segments}
+    updated_at = float(model.created_at)
     for lo in range(0, len(states), batch_size):
         part = states.iloc[lo : lo + batch_size]
         cols = {
@@ -77,20 +78,19 @@ def iter_seeds(
             for f in STATE_FIELDS
         }
         ids = seg.iloc[lo : lo + batch_size].astype("int64").tolist()
-        batch = []
-        for i, cid in enumerate(part.index):
-            state = CustomerState(**{f: cols[f][i] for f in STATE_FIELDS})
-            batch.append(
-                CustomerSeed(
-                    customer_id=str(cid),
-                    state=state,
-                    segment_id=ids[i],
-                    segment_name=names[ids[i]],
-                    model_version=model.version,
-                    updated_at=float(model.created_at),
-                    as_of=as_of,
-                )
+        rows = zip(*(cols[f] for f in STATE_FIELDS), strict=True)
+        batch = [
+            CustomerSeed(
+                customer_id=str(cid),
+                state=CustomerState(**dict(zip(STATE_FIELDS, values, strict=True))),
+                segment_id=sid,
+                segment_name=names[sid],
+                model_version=model.version,
+                updated_at=updated_at,
+                as_of=as_of,
             )
+            for cid, sid, values in zip(part.index, ids, rows, strict=True)
+        ]
         yield batch
 
 
