@@ -14,17 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from offline.charts import segment_color
+from offline.report_data import ReportData
 from offline.result import FitResult
-
-if TYPE_CHECKING:
-    from offline.report import ReportData
 
 DPI = 110
 

@@ -21,7 +21,8 @@ from plotly.offline import get_plotlyjs
 
 from offline.fit import FitOptions, Previous, fit
 from offline.load import load_customers
-from offline.report import build_html, prepare, segment_zscores, write_report
+from offline.report import build_html, write_report
+from offline.report_data import prepare, segment_zscores
 from offline.result import FitResult
 
 MALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "Mall_Customers.csv"
