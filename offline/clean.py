@@ -46,6 +46,7 @@ from state.ids import CUSTOMER_ID_PATTERN
 
 OUTLIER_IQR_FACTOR = 3.0
 MAX_AGE = 120.0
+UNKNOWN_TEXT = "unknown"
 NON_NEGATIVE_HINTS = (
     "age", "income", "amount", "spend", "price", "sales", "purchase", "quantity", "orders",
     "revenue", "score",
@@ -138,7 +139,7 @@ def clean_customers(df: pd.DataFrame) -> tuple[pd.DataFrame, list[CleaningStep]]
             fill: object = float(df[col].median()) if miss.sum() < len(df) else 0.0
             rule = "impute missing number with median"
         else:
-            fill, rule = "unknown", "impute missing text with 'unknown'"
+            fill, rule = UNKNOWN_TEXT, f"impute missing text with {UNKNOWN_TEXT!r}"
         df[col] = df[col].fillna(fill)
         steps.append(
             CleaningStep(rule=rule, column=col, rows_affected=int(miss.sum()), action="imputed")

@@ -145,7 +145,10 @@ def seed_states(
     known = pd.Series(False, index=frame.index)
     for col in PROFILE_COLUMNS:
         if col in frame.columns:
-            values = frame[col] if col == "gender" else pd.to_numeric(frame[col], errors="coerce")
+            if col == "gender":  # the cleaning's "unknown" is not a gender: leave it unknown
+                values = frame[col].where(frame[col] != clean.UNKNOWN_TEXT)
+            else:
+                values = pd.to_numeric(frame[col], errors="coerce")
             out[col] = values.where(values.notna(), out[col])
             known |= values.notna()
     stamp = 0.0 if as_of is None else as_of
