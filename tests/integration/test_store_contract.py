@@ -289,6 +289,16 @@ def test_ttl_is_set_on_every_applied_write(redis_url: str, redis_client: Any, un
 
 
 @pytest.mark.integration
+def test_the_recency_index_can_be_left_out(redis_url: str, redis_client: Any, unique: Any) -> None:
+    with RedisStore.from_url(redis_url, prefix=unique.prefix, last_event_index=False) as s:
+        assert applied(s.apply_many([update(offset=1)])) == [True]
+        s.put_initial_many([seed("c2")])
+        assert s.idle_customers(2e9) == []
+        assert not redis_client.exists(K.Keys(unique.prefix).last_event_index)
+        assert s.get("c1").state.orders == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.integration
 def test_a_flushed_script_cache_is_reloaded_transparently(
     redis_store: RedisStore, redis_client: Any
 ) -> None:
