@@ -282,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids = [f"W{i:07d}" for i in range(args.writes)]
             for label, prefix, make in (
                 ("store: 1 EVALSHA/customer, hiredis-packed (cluster-safe)", "b1", 1),
+                ("store without the recency index", "b5", "noindex"),
                 ("store, keys_per_script=1000 (NOT cluster-safe)", "b2", BATCH),
                 ("naive: redis-py pipeline, 1 EVALSHA/customer", "b3", "naive"),
                 ("reference, no guard: redis-py pipeline of HSET", "b4", "hset"),
@@ -290,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fn = naive_writer(client, prefix)
                 elif make == "hset":
                     fn = plain_hset_writer(client, prefix)
+                elif make == "noindex":
+                    fn = RedisStore(client, prefix=prefix, last_event_index=False).apply_many
                 else:
                     store = RedisStore(client, prefix=prefix, keys_per_script=int(make))
                     fn = store.apply_many
