@@ -82,6 +82,8 @@ class PeakRss:
         self.interval = interval
         self.stage = "setup"
         self.peaks: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}  # CPU seconds (user + system, all threads) per stage
+        self._cpu_mark = 0.0
         self._stop = threading.Event()
         self._proc = psutil.Process(os.getpid())
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -97,10 +99,18 @@ class PeakRss:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.enter("done")
         self._stop.set()
         self._thread.join()
 
+    def _cpu_now(self) -> float:
+        t = self._proc.cpu_times()
+        return t.user + t.system
+
     def enter(self, stage: str) -> None:
+        now = self._cpu_now()
+        self.cpu[self.stage] = self.cpu.get(self.stage, 0.0) + now - self._cpu_mark
+        self._cpu_mark = now
         self.stage = stage
         rss = self._proc.memory_info().rss
         self.peaks[stage] = max(self.peaks.get(stage, 0), rss)
@@ -149,6 +159,7 @@ def main() -> None:
             write_artifacts(result, out, report=not args.no_report)
         fit_total = fit_wall + timings["report"]
         del tx
+        rss.enter("between")
         if not args.no_publish:
             publish_stage(out, Path(tmp), rss, timings, args.batch_size)
 
@@ -161,13 +172,19 @@ def main() -> None:
     print(f"silhouette sample: {result.silhouette_sample_size}, selection sample: "
           f"{result.meta['selection_sample_size']}, nearest-centroid agreement: "
           f"{result.nearest_centroid_agreement:.3f}\n")  # fmt: skip
-    print("| stage | wall time (s) | peak RSS (GiB) |")
-    print("|---|---:|---:|")
+    print(f"load average at the end: {os.getloadavg()}")
+    print("| stage | wall time (s) | CPU time (s) | peak RSS (GiB) |")
+    print("|---|---:|---:|---:|")
     for stage in ("features", "model selection", "profiles", "report", "publish"):
         if stage in timings:
-            print(f"| {stage} | {timings[stage]:.1f} | {rss.peaks.get(stage, 0) / 2**30:.2f} |")
-    peak = max(v for k, v in rss.peaks.items() if k != "publish")
-    print(f"| **fit total** (features..report) | **{fit_total:.1f}** | **{peak / 2**30:.2f}** |")
+            print(f"| {stage} | {timings[stage]:.1f} | {rss.cpu.get(stage, 0):.1f} "
+                  f"| {rss.peaks.get(stage, 0) / 2**30:.2f} |")  # fmt: skip
+    peak = max(v for k, v in rss.peaks.items() if k not in ("publish", "done"))
+    cpu = sum(
+        v for k, v in rss.cpu.items() if k in ("features", "model selection", "profiles", "report")
+    )
+    print(f"| **fit total** (features..report) | **{fit_total:.1f}** | **{cpu:.1f}** "
+          f"| **{peak / 2**30:.2f}** |")  # fmt: skip
     if "publish" in timings:
         rate = args.customers / timings["publish"]
         print(
