@@ -65,7 +65,8 @@ def scatter(
         ax.scatter(
             x[mask], y[mask], s=18, alpha=0.75, color=segment_color(pos), label=mpl_text(name)
         )
-    ax.set(xlabel=mpl_text(axes[0]), ylabel=mpl_text(axes[1]), title="Segments")
+    title = f"Segments: {axes[1]} vs {axes[0]}"
+    ax.set(xlabel=mpl_text(axes[0]), ylabel=mpl_text(axes[1]), title=mpl_text(title))
     ax.legend(fontsize="small", loc="best")
     ax.grid(alpha=0.3)
     return fig

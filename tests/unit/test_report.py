@@ -17,12 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from plotly.offline import get_plotlyjs
 
+from offline.charts import esc
 from offline.fit import FitOptions, Previous, fit
 from offline.load import load_customers
 from offline.report import build_html, write_report
 from offline.report_data import prepare, segment_zscores
+from offline.report_html import html_table
 from offline.result import FitResult
 
 MALL = Path(__file__).resolve().parents[3] / "shared" / "data" / "Mall_Customers.csv"
@@ -237,3 +241,17 @@ def test_write_report_writes_html_and_pngs(tmp_path: Path, mall: FitResult) -> N
     for name in pngs:
         head = (tmp_path / "out" / "charts" / name).read_bytes()[:8]
         assert head == b"\x89PNG\r\n\x1a\n"
+
+
+@given(st.text())
+def test_any_data_string_becomes_inert_text_in_tables_and_charts(text: str) -> None:
+    cell = re.fullmatch(
+        r"<table><thead><tr><th>c</th></tr></thead><tbody><tr><td>(.*)</td></tr></tbody></table>",
+        html_table(pd.DataFrame({"c": [text]})),
+        re.S,
+    )
+    assert cell is not None
+    assert "<" not in cell.group(1) and ">" not in cell.group(1)
+    assert html.unescape(cell.group(1)) == text
+    label = esc(text)  # plotly decodes &lt; &gt; &amp; back for display
+    assert "<" not in label and html.unescape(label) == text
