@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,7 @@ from threadpoolctl import threadpool_limits
 logger = logging.getLogger(__name__)
 
 SINGLE_THREAD_ROWS = 20_000
+Row = dict[str, Any]  # one line of the comparison table
 ALGORITHMS = ("kmeans", "agglomerative", "dbscan", "gmm")
 LABELS = {
     "kmeans": "K-Means",
@@ -83,6 +85,10 @@ class SegmentSelector:
 
     Parameters are stored unchanged; everything is computed in :meth:`fit`.
     """
+
+    linkage_: np.ndarray | None  # Ward linkage of the agglomerative sample (dendrogram)
+    k_distance_: np.ndarray | None  # sorted k-distances of the DBSCAN sample
+    dbscan_eps_: float | None
 
     def __init__(
         self,
@@ -149,7 +155,7 @@ class SegmentSelector:
 
     # -- the algorithms -----------------------------------------------------------------------
 
-    def _kmeans(self, Xs: np.ndarray, sil_idx: np.ndarray) -> list[dict[str, float]]:
+    def _kmeans(self, Xs: np.ndarray, sil_idx: np.ndarray) -> list[Row]:
         stab_idx = self._sample(len(Xs), min(len(Xs), 2_000), salt=2)
         rows = []
         for k in self.ks_:
@@ -166,20 +172,21 @@ class SegmentSelector:
             rows.append(row)
         return rows
 
-    def _agglomerative(self, X: np.ndarray) -> list[dict[str, float]]:
+    def _agglomerative(self, X: np.ndarray) -> list[Row]:
         self._say("Ward linkage")
         idx = self._sample(len(X), self.agglomerative_sample, salt=3)
         Xa = X[idx]
-        self.linkage_ = linkage(Xa, method="ward")
+        Z = linkage(Xa, method="ward")
+        self.linkage_ = Z
         sil_idx = self._sample(len(Xa), self.silhouette_sample, salt=4)
         rows = []
         for k in self.ks_:
-            labels = fcluster(self.linkage_, k, criterion="maxclust") - 1
+            labels = fcluster(Z, k, criterion="maxclust") - 1
             self._sample_labels_[("agglomerative", k)] = (idx, labels)
             rows.append({"algorithm": "agglomerative", "k": k, **_scores(Xa, labels, sil_idx)})
         return rows
 
-    def _gmm(self, X: np.ndarray) -> list[dict[str, float]]:
+    def _gmm(self, X: np.ndarray) -> list[Row]:
         idx = self._sample(len(X), self.gmm_sample, salt=7)
         Xg = X[idx]
         sil_idx = self._sample(len(Xg), self.silhouette_sample, salt=8)
@@ -193,18 +200,19 @@ class SegmentSelector:
             rows.append({**row, **_scores(Xg, labels, sil_idx)})
         return rows
 
-    def _dbscan(self, X: np.ndarray) -> list[dict[str, float]]:
+    def _dbscan(self, X: np.ndarray) -> list[Row]:
         self._say("DBSCAN")
         idx = self._sample(len(X), self.dbscan_sample, salt=5)
         Xd = X[idx]
         m = self.dbscan_min_samples
         dist, _ = NearestNeighbors(n_neighbors=min(m, len(Xd))).fit(Xd).kneighbors(Xd)
-        self.k_distance_ = np.sort(dist[:, -1])
-        self.dbscan_eps_ = float(self.k_distance_[knee_index(self.k_distance_)]) or 1e-9
-        labels = DBSCAN(eps=self.dbscan_eps_, min_samples=m).fit_predict(Xd)
+        kd = np.sort(dist[:, -1])
+        eps = float(kd[knee_index(kd)]) or 1e-9
+        self.k_distance_, self.dbscan_eps_ = kd, eps
+        labels = DBSCAN(eps=eps, min_samples=m).fit_predict(Xd)
         core = labels >= 0
         k = len(np.unique(labels[core]))
-        row: dict[str, float] = {"algorithm": "dbscan", "k": k, "noise_share": 1 - core.mean()}
+        row: Row = {"algorithm": "dbscan", "k": k, "noise_share": 1 - core.mean()}
         if k >= 2:
             Xc, lc = Xd[core], labels[core]
             row.update(_scores(Xc, lc, self._sample(len(Xc), self.silhouette_sample, salt=6)))
@@ -234,9 +242,9 @@ class SegmentSelector:
         self.ks_ = ks
         self.kmeans_models_: dict[int, KMeans] = {}
         self._sample_labels_: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
-        self.linkage_: np.ndarray | None = None
-        self.k_distance_: np.ndarray | None = None
-        self.dbscan_eps_: float | None = None
+        self.linkage_ = None
+        self.k_distance_ = None
+        self.dbscan_eps_ = None
         self._sel_idx = self._sample(len(X), self.selection_sample, salt=0)
         Xs = X[self._sel_idx]
         sil_idx = self._sample(len(Xs), self.silhouette_sample, salt=1)
