@@ -26,7 +26,7 @@ import websocket
 
 from offline.report import build_html, write_report
 from offline.result import FitResult
-from tests.unit.test_report import HOSTILE, hostile_fit_result, mall_fit_result, refit_result
+from tests.report_fits import HOSTILE, hostile_fit_result, mall_fit_result, refit_result
 
 pytestmark = pytest.mark.integration
 
