@@ -2,8 +2,8 @@
 
 Checks that the page loads from a ``file://`` URL with no console error, no uncaught exception
 and no request leaving the file (no CDN), that every figure drew (one ``.js-plotly-plot`` with
-an ``svg.main-svg`` per figure the page declares), that the charts are interactive plotly
-graphs, and that hostile strings in the data never run. A full-page screenshot is kept in the
+an ``svg.main-svg`` per figure the page declares), that the charts answer real mouse events
+(hover label, legend toggle, drag to zoom), and that hostile strings in the data never run. A full-page screenshot is kept in the
 pytest tmp dir and copied to ``artifacts/report-screenshot.png``.
 
 Chromium missing is a failure, not a skip: ``apt-get install -y chromium``.
@@ -210,6 +210,63 @@ def test_mall_report_draws_every_chart_offline(browser: DevTools, tmp_path: Path
     assert probe["declared"] == 11
     assert probe["legends"] >= 2  # the segment scatter plots carry toggleable legends
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def center(tools: DevTools, selector: str) -> tuple[float, float]:
+    """Viewport coordinates of the centre of the first element matching ``selector``."""
+    js = (
+        f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+        " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+        " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    x, y = tools.evaluate(js)
+    return float(x), float(y)
+
+
+def mouse(tools: DevTools, kind: str, x: float, y: float) -> None:
+    """A real mouse event (``mouseMoved``, ``mousePressed``, ``mouseReleased``)."""
+    button = "none" if kind == "mouseMoved" else "left"
+    tools.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button=button, clickCount=1)
+
+
+def wait_true(tools: DevTools, expression: str) -> bool:
+    """Poll a JS condition until it holds or the deadline passes."""
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        if tools.evaluate(expression) is True:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_charts_answer_hover_legend_clicks_and_zoom(browser: DevTools, tmp_path: Path) -> None:
+    page = write_page(mall_fit_result(), tmp_path / "mall.html")
+    probe = load_and_probe(browser, page)
+    assert probe["drawn"] == probe["declared"]
+    gd = "document.getElementById('fig-scatter')"
+    # hover: move the mouse onto a point, a hover label appears with the segment name
+    mouse(browser, "mouseMoved", *center(browser, "#fig-scatter .scatterlayer .trace path.point"))
+    assert wait_true(browser, f"!!{gd}.querySelector('.hoverlayer .hovertext')")
+    label = browser.evaluate(f"{gd}.querySelector('.hoverlayer .hovertext').textContent")
+    assert any(s.name in label for s in mall_fit_result().model.segments), label
+    # legend toggle: clicking the first legend entry hides that segment
+    x, y = center(browser, "#fig-scatter g.legend g.traces")
+    mouse(browser, "mousePressed", x, y)
+    mouse(browser, "mouseReleased", x, y)
+    assert wait_true(browser, f"{gd}._fullData[0].visible === 'legendonly'")
+    # zoom: a drag across the plot area narrows the x range
+    before = browser.evaluate(f"{gd}._fullLayout.xaxis.range.slice()")
+    x0, y0 = center(browser, "#fig-scatter .nsewdrag")
+    mouse(browser, "mousePressed", x0 - 120, y0 - 80)
+    for step in range(1, 6):
+        mouse(browser, "mouseMoved", x0 - 120 + 40 * step, y0 - 80 + 30 * step)
+    mouse(browser, "mouseReleased", x0 + 80, y0 + 70)
+    assert wait_true(
+        browser,
+        f"(() => {{ const r = {gd}._fullLayout.xaxis.range;"
+        f" return r[1] - r[0] < {before[1] - before[0]} * 0.9; }})()",
+    )
+    assert console_errors(browser) == []
 
 
 def test_hostile_strings_are_shown_not_run(browser: DevTools, tmp_path: Path) -> None:
