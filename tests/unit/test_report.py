@@ -191,3 +191,22 @@ def test_any_data_string_becomes_inert_text_in_tables_and_charts(text: str) -> N
     assert html.unescape(cell.group(1)) == text
     label = esc(text)  # plotly decodes &lt; &gt; &amp; back for display
     assert "<" not in label and html.unescape(label) == text
+
+
+def test_optional_parts_missing_are_stated_not_crashed(refit: FitResult) -> None:
+    bare = dataclasses.replace(
+        refit,
+        silhouette_sample_size=10_000,
+        comparison=refit.comparison.iloc[0:0],
+        cleaning=[],
+        knee_k=None,
+        linkage=None,
+        k_distance=None,
+        transition=None,
+    )
+    page = build_html(bare)
+    assert "computed on a random sample of 10,000 customers" in page
+    assert "No comparison available." in page
+    assert "No cleaning rule was applied." in page
+    assert "No clear knee was found" in page
+    assert '<section id="structure">' not in page and '<section id="transitions">' not in page
