@@ -3,7 +3,9 @@
 Sends the same ``--events`` simulated checkout events (about 230 bytes of JSON each)
 through :class:`producer.client.CheckoutProducer` with several producer settings,
 each to a fresh topic, and prints events/s from the first ``send`` to the end of
-``flush`` (best and median of ``--repeat`` runs, configurations interleaved):
+``flush`` (best and median of ``--repeat`` runs, configurations interleaved), and the
+process CPU time per event (both kafka-python threads; it depends less on the machine's
+load than wall time does):
 
 * ``kafka-python defaults``: linger_ms=0, batch_size=16 KiB, no compression
   (kafka-python 3 also defaults to acks=all and the idempotent producer);
@@ -65,35 +67,35 @@ def _topic(admin: Any, partitions: int) -> str:
 
 def run_checkout_producer(
     settings: Settings, topic: str, options: ProducerOptions, events: list[CheckoutEvent]
-) -> float:
+) -> tuple[float, float]:
     producer = CheckoutProducer(settings, topic=topic, options=options)
     producer.producer  # connect before the clock starts  # noqa: B018
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for event in events:
         producer.send(event)
     producer.flush()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     failed = producer.failed
     producer.close()
     if failed:
         raise RuntimeError(f"{failed} deliveries failed")
-    return len(events) / elapsed
+    return len(events) / elapsed, cpu / len(events) * 1e6
 
 
 def run_raw(
     settings: Settings, topic: str, options: ProducerOptions, events: list[CheckoutEvent]
-) -> float:
+) -> tuple[float, float]:
     from kafka import KafkaProducer
 
     messages = [(e.customer_id.encode(), encode(e)) for e in events]
     producer = KafkaProducer(**settings.kafka_client_options(), **options.kafka_options())
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for key, value in messages:
         producer.send(topic, key=key, value=value)
     producer.flush()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     producer.close()
-    return len(events) / elapsed
+    return len(events) / elapsed, cpu / len(events) * 1e6
 
 
 def main() -> None:
@@ -125,19 +127,21 @@ def main() -> None:
             f"{os.cpu_count()} cpus, python {platform.python_version()}, "
             f"load average before {os.getloadavg()[0]:.1f}"
         )
-        runners: list[tuple[str, Callable[..., float], ProducerOptions]] = [
+        runners: list[tuple[str, Callable[..., tuple[float, float]], ProducerOptions]] = [
             (name, run_checkout_producer, opts) for name, opts in CONFIGS.items()
         ]
         runners.append(("raw kafka-python (segstream settings)", run_raw, ProducerOptions()))
-        results: dict[str, list[float]] = {name: [] for name, _, _ in runners}
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in runners}
         for _ in range(args.repeat):
             for name, runner, opts in runners:
                 results[name].append(runner(settings, _topic(admin, args.partitions), opts, events))
         admin.close()
         print(f"# load average after {os.getloadavg()[0]:.1f}")
-        print(f"{'configuration':40} {'best ev/s':>10} {'median ev/s':>12}")
-        for name, rates in results.items():
-            print(f"{name:40} {max(rates):>10,.0f} {statistics.median(rates):>12,.0f}")
+        print(f"{'configuration':40} {'best ev/s':>10} {'median ev/s':>12} {'CPU us/ev':>10}")
+        for name, runs in results.items():
+            rates = [rate for rate, _ in runs]
+            cpu = statistics.median(c for _, c in runs)
+            print(f"{name:40} {max(rates):>10,.0f} {statistics.median(rates):>12,.0f} {cpu:>10.0f}")
     finally:
         if broker is not None:
             broker.stop()
