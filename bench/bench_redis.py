@@ -106,9 +106,10 @@ def rate(
 ) -> float:
     """Writes/s (wall clock), and CPU microseconds per write in this process and in Redis.
 
-    The CPU figures hardly depend on what else runs on the machine; with one batch in
-    flight at a time the client and the server take turns, so an idle machine reaches
-    about 1e6 / (client + server) writes/s.
+    The CPU figures depend far less than wall time on what else runs on the machine. With
+    one batch in flight the client and Redis mostly take turns, so a machine with two free
+    cores reaches about 1e6 / (client + server) writes/s, and at most 1e6 / max(...) if the
+    chunked send overlapped them perfectly.
     """
     srv0, cpu0, start = server_cpu(client), time.process_time(), time.perf_counter()
     for batch in batches(items):
@@ -119,7 +120,7 @@ def rate(
     per_s = len(items) / wall
     print(
         f"  {label:<58} {per_s:>8,.0f}/s  CPU per write: client {client_us:5.1f} us,"
-        f" redis {server_us:5.1f} us (idle estimate {1e6 / (client_us + server_us):,.0f}/s)"
+        f" redis {server_us:5.1f} us (1e6/sum {1e6 / (client_us + server_us):,.0f}/s)"
     )
     return per_s
 
@@ -257,9 +258,11 @@ def layouts(client: redis.Redis, n: int, rng: random.Random) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=1_000_000, help="for the memory figure")
+    parser.add_argument(
+        "--customers", type=int, default=1_000_000, help="for the memory figure (0: skip)"
+    )
     parser.add_argument("--writes", type=int, default=200_000, help="writes per write variant")
-    parser.add_argument("--lookups", type=int, default=20_000, help="samples of get()")
+    parser.add_argument("--lookups", type=int, default=20_000, help="samples of get() (0: skip)")
     parser.add_argument(
         "--layouts", type=int, default=100_000, help="customers per alternative layout (0: skip)"
     )
@@ -302,45 +305,51 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rate(f"{label} [update]", fn, again, client)
                 client.flushall()
 
-            print(f"lookups on {args.lookups:,} customers (SegmentClient, derived features):")
-            store = RedisStore(client, prefix="seg")
-            seed(store, args.lookups, rng)
-            seg = SegmentClient(server.url, prefix="seg")
-            look_ids = [f"CS{i:07d}" for i in range(args.lookups)]
-            it = iter(look_ids * 2)
-            latency("get(id)", lambda: seg.get(next(it)), args.lookups)
-            groups = [look_ids[i : i + 100] for i in range(0, len(look_ids), 100)]
-            git = iter(groups * 10)
-            latency(
-                "get_many(100 ids)", lambda: seg.get_many(next(git)), min(2000, len(groups) * 10)
-            )
-            raw = store
-            rit = iter(look_ids * 2)
-            latency("RedisStore.get(id) (no derive)", lambda: raw.get(next(rit)), args.lookups)
-            seg.close()
-            client.flushall()
+            if args.lookups:
+                print(f"lookups on {args.lookups:,} customers (SegmentClient, derived features):")
+                store = RedisStore(client, prefix="seg")
+                seed(store, args.lookups, rng)
+                seg = SegmentClient(server.url, prefix="seg")
+                look_ids = [f"CS{i:07d}" for i in range(args.lookups)]
+                it = iter(look_ids * 2)
+                latency("get(id)", lambda: seg.get(next(it)), args.lookups)
+                groups = [look_ids[i : i + 100] for i in range(0, len(look_ids), 100)]
+                git = iter(groups * 10)
+                latency(
+                    "get_many(100 ids)",
+                    lambda: seg.get_many(next(git)),
+                    min(2000, len(groups) * 10),
+                )
+                raw = store
+                rit = iter(look_ids * 2)
+                latency("RedisStore.get(id) (no derive)", lambda: raw.get(next(rit)), args.lookups)
+                seg.close()
+                client.flushall()
 
-            print(f"memory at {args.customers:,} customers (INFO memory used_memory delta):")
-            before = used_memory(client)
-            store = RedisStore(client, prefix="seg")
-            start = time.perf_counter()
-            seed(store, args.customers, rng)
-            took = time.perf_counter() - start
-            after = used_memory(client)
-            index_bytes = int(client.memory_usage(K.Keys("seg").last_event_index, samples=0) or 0)
-            per = (after - before) / args.customers
-            print(f"  seeded in {took:.1f} s ({args.customers / took:,.0f} customers/s)")
-            print(f"  per customer, all keys:            {per:8.1f} bytes")
-            print(
-                f"  per customer, without the index:   {(after - before - index_bytes) / args.customers:8.1f} bytes"
-            )
-            sample = client.memory_usage(K.Keys("seg").customer("CS0000001"), samples=0)
-            print(f"  MEMORY USAGE of one customer hash: {sample} bytes "
-                  f"(encoding {client.object('encoding', K.Keys('seg').customer('CS0000001'))!r})")  # fmt: skip
-            fields = client.hgetall(K.Keys("seg").customer("CS0000001"))
-            print(
-                f"  fields: {len(fields)}, field+value bytes: {sum(len(k) + len(v) for k, v in fields.items())}"
-            )
+            if args.customers:
+                print(f"memory at {args.customers:,} customers (INFO memory used_memory delta):")
+                before = used_memory(client)
+                store = RedisStore(client, prefix="seg")
+                start = time.perf_counter()
+                seed(store, args.customers, rng)
+                took = time.perf_counter() - start
+                after = used_memory(client)
+                index_bytes = int(
+                    client.memory_usage(K.Keys("seg").last_event_index, samples=0) or 0
+                )
+                per = (after - before) / args.customers
+                print(f"  seeded in {took:.1f} s ({args.customers / took:,.0f} customers/s)")
+                print(f"  per customer, all keys:            {per:8.1f} bytes")
+                print(
+                    f"  per customer, without the index:   {(after - before - index_bytes) / args.customers:8.1f} bytes"
+                )
+                sample = client.memory_usage(K.Keys("seg").customer("CS0000001"), samples=0)
+                print(f"  MEMORY USAGE of one customer hash: {sample} bytes "
+                      f"(encoding {client.object('encoding', K.Keys('seg').customer('CS0000001'))!r})")  # fmt: skip
+                fields = client.hgetall(K.Keys("seg").customer("CS0000001"))
+                print(
+                    f"  fields: {len(fields)}, field+value bytes: {sum(len(k) + len(v) for k, v in fields.items())}"
+                )
             if args.layouts:
                 print(f"other layouts at {args.layouts:,} customers (not used; for the record):")
                 layouts(client, args.layouts, rng)
