@@ -205,6 +205,48 @@ def seed(store: RedisStore, n: int, rng: random.Random, start: int = 0) -> None:
         )  # fmt: skip
 
 
+def lua_breakdown(client: redis.Redis, n: int, rng: random.Random) -> None:
+    """Redis CPU per call of growing parts of the guard script (one key per call)."""
+    import msgspec
+
+    from state.redis_store import pack_command
+
+    steps = {
+        "EVALSHA of 'return 1' (call overhead)": "return 1",
+        "+ cmsgpack.unpack of the record": "local r = cmsgpack.unpack(ARGV[2]) return 1",
+        "+ HMGET of the guard fields": "local r = cmsgpack.unpack(ARGV[2])[1] "
+        "redis.call('HMGET', KEYS[1], 'segment_id', r[4], '_as_of') return 1",
+        "+ HSET of the ~20 fields (no check)": "local r = cmsgpack.unpack(ARGV[2])[1] "
+        "redis.call('HMGET', KEYS[1], 'segment_id', r[4], '_as_of') "
+        "redis.call('HSET', KEYS[1], unpack(r, 4)) return 1",
+    }
+    encode = msgspec.msgpack.Encoder().encode
+    ups = make_updates([f"L{i:07d}" for i in range(n)], 1, rng)
+    blobs = []
+    for u in ups:
+        pairs, absent = K.state_pairs(u.state)
+        record = ["a", K.number(u.event_ts), len(absent), *absent, K.partition_field(u.partition),
+                  str(u.offset), *[x for kv in update_fields(u)[0].items() for x in kv][-8:], *pairs]  # fmt: skip
+        blobs.append(encode([record]))
+    conn = client.connection_pool.get_connection()
+    try:
+        for label, body in steps.items():
+            sha = client.script_load(body)
+            payload = [
+                pack_command(("EVALSHA", sha, "1", f"lua:{u.customer_id}", "0", b))
+                for u, b in zip(ups, blobs, strict=True)
+            ]
+            cpu0 = server_cpu(client)
+            for lo in range(0, n, BATCH):
+                conn.send_packed_command([b"".join(payload[lo : lo + BATCH])])
+                for _ in range(min(BATCH, n - lo)):
+                    conn.read_response()
+            print(f"  {label:<44} {(server_cpu(client) - cpu0) / n * 1e6:6.1f} us of Redis CPU")
+    finally:
+        client.connection_pool.release(conn)
+    client.flushall()
+
+
 def layouts(client: redis.Redis, n: int, rng: random.Random) -> None:
     """Memory per customer of other layouts we considered (plain pipelined writes, no index)."""
     import msgspec
@@ -350,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"  fields: {len(fields)}, field+value bytes: {sum(len(k) + len(v) for k, v in fields.items())}"
                 )
+            print("Redis CPU of the parts of a guarded write (20,000 calls each):")
+            lua_breakdown(client, 20_000, rng)
             if args.layouts:
                 print(f"other layouts at {args.layouts:,} customers (not used; for the record):")
                 layouts(client, args.layouts, rng)
