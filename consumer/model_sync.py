@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 import redis
 
@@ -118,7 +119,7 @@ class ModelSync:
             for _ in range(MAX_WATCH_RETRIES):
                 try:
                     pipe.watch(key)
-                    raw = pipe.get(key)
+                    raw = cast(bytes | None, pipe.get(key))
                     shared = OnlineState.from_dict(json.loads(raw)) if raw else seg.seed_state()
                     merged = merge(
                         shared,

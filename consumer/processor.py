@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from consumer.cache import StateCache
 from producer.contract import CheckoutEvent, Rejection, decode
 from state.features import CustomerState, apply_event, derive
 from state.model import SegmentModel
@@ -432,17 +433,27 @@ def run_step(
     *,
     now: float,
     currency: str | None = None,
+    cache: StateCache | None = None,
 ) -> StepResult:
     """Decode, read, plan, write: one batch against a :class:`~state.store.CustomerStore`.
 
-    Two store round trips (``get_many``, ``apply_many``). On a store error the exception
-    propagates with nothing written by this call (the online model may have learnt: the
-    caller restores it, see :class:`consumer.service.ConsumerService`).
+    Two store round trips (``get_many`` for customers not in ``cache``, ``apply_many``).
+    On a store error the exception propagates (the online model may have learnt and the
+    cache may be stale: the caller restores the one and clears the other, see
+    :class:`consumer.service.ConsumerService`).
     """
     decoded, dead = decode_records(records, now=now, currency=currency)
-    stored = store.get_many(customer_ids(decoded)) if decoded else {}
+    ids = customer_ids(decoded)
+    stored: dict[str, StoredCustomer | None] = {}
+    if cache is not None:
+        stored.update(cache.get_many(ids))
+    missing = [c for c in ids if c not in stored]
+    if missing:
+        stored.update(store.get_many(missing))
     plan = processor.plan(decoded, stored, now=now)
     results = store.apply_many(plan.updates) if plan.updates else []
+    if cache is not None:
+        cache.record(plan.updates, results, stored)
     return StepResult(
         plan=plan,
         results=results,

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from kafka import TopicPartition
 
+from consumer.cache import StateCache
 from consumer.kafka_io import KafkaIO
 from consumer.metrics import ConsumerMetrics
 from consumer.processor import BatchProcessor, SourceRecord, StepResult, run_step
@@ -98,6 +99,7 @@ class ConsumerService:
         self._committed: dict[tuple[str, int], int] = {}  # last commit sent, per partition
         self._generation = 0  # bumped on every revoke: a batch in retry is then dropped
         self._sizes_at = -float("inf")
+        self.cache = StateCache()
         self.metrics.set_model(processor.model.version)
 
     # -- control ------------------------------------------------------------------------------
@@ -190,6 +192,7 @@ class ConsumerService:
             except StoreError as exc:  # the next write meets it too: pause and retry there
                 logger.debug("segment sizes unavailable error=%r", str(exc))
         if new is not self.processor:
+            self.cache.clear()
             logger.info(
                 "model reloaded old=%s new=%s", self.processor.model.version, new.model.version
             )
@@ -226,9 +229,11 @@ class ConsumerService:
                         self.processor,
                         now=self.clock(),
                         currency=self.settings.currency or None,
+                        cache=self.cache,
                     )
                 except StoreError as exc:
                     self.processor.segmenter.load_state(saved)  # learn only what is written
+                    self.cache.clear()  # Redis may have restarted without its data
                     summary.store_retries += 1
                     self.metrics.retries.labels(cause="store").inc()
                     if not paused:
@@ -280,6 +285,7 @@ class ConsumerService:
 
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._generation += 1
+        self.cache.clear()  # another instance may write these customers from now on
         try:
             self._checkpoint()
         except Exception as exc:  # commit may fail mid-rebalance; the guard covers a replay
@@ -296,7 +302,11 @@ class ConsumerService:
 
     def _sync_forced(self) -> None:
         try:
-            self.processor = self.model_source.maybe_sync(self.processor, force=True)  # type: ignore[union-attr]
+            new = self.model_source.maybe_sync(self.processor, force=True)  # type: ignore[union-attr]
+            if new is not self.processor:
+                self.cache.clear()
+                self.processor = new
+                self.metrics.set_model(new.model.version)
         except StoreError as exc:
             logger.warning("model sync on assignment failed error=%r", str(exc))
 

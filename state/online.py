@@ -235,7 +235,7 @@ class OnlineSegmenter(base.Clusterer):
 
     # -- schema guard -----------------------------------------------------------------------
 
-    def vectorize(self, x: Mapping[str, Any]) -> np.ndarray:
+    def vectorize(self, x: Mapping[Any, Any]) -> np.ndarray:
         """Check ``x`` against the model's feature schema, then transform and scale it."""
         if self.strict:
             unknown = set(x) - self._features
@@ -297,7 +297,7 @@ class OnlineSegmenter(base.Clusterer):
 
     # -- river API --------------------------------------------------------------------------
 
-    def predict_one(self, x: Mapping[str, Any]) -> int:
+    def predict_one(self, x: Mapping[Any, Any]) -> int:
         """Index of the nearest current centroid (``model.segments[i]`` is the segment)."""
         return int(self.predict_points(self.vectorize(x)[None, :])[0])
 
@@ -308,7 +308,7 @@ class OnlineSegmenter(base.Clusterer):
 
     def learn_one(
         self,
-        x: Mapping[str, Any],
+        x: Mapping[Any, Any],
         *,
         at: float | None = None,
         previous: Contribution | None = None,

@@ -186,6 +186,7 @@ def merge(
     treated as if the other instances' events came after it (exact for one instance,
     an approximation within one sync interval for several). Counts are floored at zero.
     """
+    clock: float | None
     if clock_kind == "events":
         spans = [_elapsed(d.since, d.clock) for d in deltas]
         total = float(sum(spans))

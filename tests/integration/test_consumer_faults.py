@@ -119,28 +119,34 @@ def test_two_consumers_rebalance_mid_stream_and_share_one_model(
     b, sync_b = service_for(settings)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
 
-    def produce_slowly() -> None:
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
-        for i, e in enumerate(world.stream):
-            producer.send(settings.events_topic, key=e.customer_id.encode(), value=encode(e))
-            if i % 500 == 499:
-                producer.flush(30)  # paces the stream: the second consumer joins mid-way
-        producer.flush(30)
-        producer.close()
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+    sent = 0
+
+    def feed(upto: int) -> None:
+        """Produce in chunks of 300, each once the group has nearly caught up (no sleeps)."""
+        nonlocal sent
+        while sent < upto:
+            for e in world.stream[sent : min(sent + 300, upto)]:
+                producer.send(settings.events_topic, key=e.customer_id.encode(), value=encode(e))
+            sent = min(sent + 300, upto)
+            producer.flush(30)
+            target = sent - 600
+            assert wait_until(lambda t=target: committed(admin, settings.group_id) >= t, 60, 0.01)
 
     try:
         thread_a, res_a = in_thread(lambda: a.run(idle_timeout=6, timeout=150))
-        feeder = threading.Thread(target=produce_slowly, daemon=True)
-        feeder.start()
-        assert wait_until(lambda: committed(admin, settings.group_id) >= 1500, 60, 0.01)
+        feed(3000)  # A alone
         thread_b, res_b = in_thread(lambda: b.run(idle_timeout=6, timeout=150))
-        feeder.join(60)
+        feed(total - 3000)  # B joins while the stream flows: a rebalance mid-stream
+        assert wait_until(lambda: bool(b.kafka.assignment()), 60, 0.01)
+        feed(total)  # the last 3,000 events after B has partitions
         thread_a.join(160)
         thread_b.join(160)
         final_commit = committed(admin, settings.group_id)
     finally:
         a.request_stop()
         b.request_stop()
+        producer.close()
         admin.close()
     (sa,), (sb,) = res_a, res_b
     assert sa.consumed > 0 and sb.consumed > 0  # both owned partitions
