@@ -129,8 +129,15 @@ def parse_mapping(items: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
-def read_table(path: str | Path, options: LoadOptions | None = None) -> pd.DataFrame:
-    """A CSV (any encoding; UTF-8 first, then latin-1) or Parquet file as a DataFrame."""
+def read_table(
+    path: str | Path,
+    options: LoadOptions | None = None,
+    spellings: Mapping[str, frozenset[str]] | None = None,
+) -> pd.DataFrame:
+    """A CSV (any encoding; UTF-8 first, then latin-1) or Parquet file as a DataFrame.
+
+    In a CSV the customer id column is read as text, so ``00001`` stays ``00001``.
+    """
     opts = options or LoadOptions()
     p = Path(path)
     if not p.exists():
@@ -142,7 +149,13 @@ def read_table(path: str | Path, options: LoadOptions | None = None) -> pd.DataF
         sep = r"\s+"
     for encoding in [opts.encoding] if opts.encoding else ["utf-8", "latin-1"]:
         try:
-            df = pd.read_csv(p, sep=sep or ",", encoding=encoding, low_memory=False)
+            header = pd.read_csv(p, sep=sep or ",", encoding=encoding, nrows=0)
+            named = canonical_columns(header, opts.mapping, spellings)
+            text = {
+                orig: str for orig, new in zip(header.columns, named.columns, strict=True)
+                if new == CUSTOMER_ID
+            }  # fmt: skip
+            df = pd.read_csv(p, sep=sep or ",", encoding=encoding, low_memory=False, dtype=text)
         except UnicodeDecodeError:
             logger.info("encoding_fallback path=%s tried=%s", p, encoding)
             continue
@@ -197,7 +210,12 @@ def parse_time(values: pd.Series, date_format: str | None = None) -> pd.Series:
     """Dates/times or numbers -> epoch seconds (float, UTC); unparseable -> NaN."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         v = values.astype(float)
-        return v.where(v.abs() < 1e11, v / 1000.0)  # milliseconds -> seconds
+        known = v.dropna()
+        if len(known) and known.between(19_000_101, 21_001_231).all() and (known % 1 == 0).all():
+            values = v.astype("Int64").astype("string")  # YYYYMMDD integers, e.g. CDNOW
+            date_format = date_format or "%Y%m%d"
+        else:
+            return v.where(v.abs() < 1e11, v / 1000.0)  # milliseconds -> seconds
     if pd.api.types.is_datetime64_any_dtype(values):
         dt = values
     else:
@@ -272,7 +290,7 @@ def load_transactions(path: str | Path, options: LoadOptions | None = None) -> p
     ``discount`` defaults to 0, ``items`` to 1, ``type`` to ``"purchase"``.
     """
     opts = options or LoadOptions()
-    raw = read_table(path, opts)
+    raw = read_table(path, opts, TRANSACTION_SPELLINGS)
     df = canonical_columns(raw, opts.mapping, TRANSACTION_SPELLINGS)
     missing = [c for c in (CUSTOMER_ID, "ts", "amount") if c not in df.columns]
     if missing:

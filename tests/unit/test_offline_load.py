@@ -98,3 +98,15 @@ def test_as_of_accepts_dates_and_epoch_seconds() -> None:
     assert parse_as_of(None) is None
     with pytest.raises(ConfigError):
         parse_as_of("not a date")
+
+
+def test_cdnow_whitespace_file_keeps_leading_zeros_and_reads_yyyymmdd() -> None:
+    import lifetimes
+
+    path = Path(lifetimes.__file__).parent / "datasets" / "CDNOW_master.txt"
+    tx = load_transactions(path)
+    assert len(tx) == 69_659 and tx["customer_id"].nunique() == 23_570
+    first = tx.iloc[0]
+    assert first["customer_id"] == "00001"
+    assert pd.Timestamp(first["ts"], unit="s") == pd.Timestamp("1997-01-01")
+    assert (first["items"], first["amount"]) == (1, 11.77)  # number_of_cds, dollar_value
