@@ -292,7 +292,8 @@ class SegmentSelector:
              "noise_share", "stability", "chosen"]
         ].reset_index(drop=True)  # fmt: skip
         self.algorithm_, self.k_ = str(chosen["algorithm"]), int(chosen["k"])
-        best_sil = float(table["silhouette"].max())
+        eligible = pd.concat([km["silhouette"], others["silhouette"]])
+        best_sil = float(eligible.max())  # ineligible DBSCAN runs (much noise) do not count
         self.best_silhouette_ = best_sil
         name = LABELS[self.algorithm_]
         self.selection_sentence_ = (
