@@ -244,6 +244,10 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--naive", type=int, default=5_000)
     ap.add_argument("--latency-seconds", type=float, default=15.0)
+    ap.add_argument(
+        "--latency-shares", type=float, nargs="+", default=[0.5, 0.25, 0.1],
+        help="live loads as shares of the sustained rate",
+    )  # fmt: skip
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")  # fmt: skip
@@ -278,13 +282,16 @@ def main() -> None:
         seed(s3, world)
         naive = naive_rate(s3, world, args.naive, args.partitions)
         print(f"naive one-event-at-a-time: {naive:,.0f} events/s (batched is {rate / naive:.1f}x)")
-        s4 = base.replace(events_topic="bench-live", group_id="bench-4", redis_prefix="b4")
-        seed(s4, world)
-        half = rate / 2
-        lat = latency_at(s4, world, half, args.latency_seconds)
-        for source, (count, p50, p99) in lat.items():
-            print(f"latency at {half:,.0f} events/s from {source} time: n={count} "
-                  f"p50={p50:.1f} ms p99={p99:.1f} ms")  # fmt: skip
+        for k, share in enumerate(args.latency_shares):
+            s4 = base.replace(
+                events_topic=f"bench-live-{k}", group_id=f"bench-4-{k}", redis_prefix=f"b4{k}"
+            )
+            seed(s4, world)
+            load = rate * share
+            lat = latency_at(s4, world, load, args.latency_seconds)
+            for source, (count, p50, p99) in lat.items():
+                print(f"latency at {load:,.0f} events/s ({share:.0%} of sustained) from "
+                      f"{source} time: samples={count} p50={p50:.1f} ms p99={p99:.1f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

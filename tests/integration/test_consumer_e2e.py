@@ -87,7 +87,12 @@ def assert_redis_equals_batch(store: RedisStore, world: World, stream: list[Chec
 
 
 def test_stream_state_equals_batch_and_a_replay_is_skipped(
-    settings: Settings, world: World, create_topic: Callable[..., str]
+    settings: Settings,
+    world: World,
+    create_topic: Callable[..., str],
+    make_consumer: Callable[..., Any],
+    poll_records: Callable[..., list[Any]],
+    kafka_admin: Any,
 ) -> None:
     settings = settings.replace(max_poll_records=500)
     create_topic(settings.events_topic, 3)
@@ -99,6 +104,24 @@ def test_stream_state_equals_batch_and_a_replay_is_skipped(
     assert first.dead_lettered == 0
     assert_redis_equals_batch(store, world, world.stream)
     before = {c.customer_id: store.raw_fields(c.customer_id) for c in world.seeds}
+
+    # missing topics were created with the configured partition count
+    (described,) = kafka_admin.describe_topics([settings.changes_topic])
+    assert len(described["partitions"]) == settings.topic_partitions
+    # one segment-change event per real change, keyed by customer, matching Redis
+    reader = make_consumer(settings.changes_topic, group_id=settings.group_id + "-changes")
+    changes = poll_records(reader, first.changes, timeout=30)
+    assert len(changes) == first.changes > 0
+    final = store.get_many([r.key.decode() for r in changes])
+    last: dict[str, dict[str, Any]] = {}
+    for r in changes:
+        body = json.loads(r.value)
+        assert r.key.decode() == body["customer_id"]
+        assert body["previous_segment_id"] != body["segment_id"]
+        assert body["reason"] in ("purchase", "refund") and body["model_version"] == "m1"
+        last[body["customer_id"]] = body
+    for cid, body in last.items():  # the latest change per customer is the stored segment
+        assert final[cid].segment_id == body["segment_id"]
 
     # the whole topic again under a new group: every event is a duplicate, nothing moves
     again, _ = consume(
