@@ -82,6 +82,12 @@ def _library_versions() -> dict[str, str]:
     return out
 
 
+def _number(value: object) -> float | None:
+    """A finite float for the model's JSON, else None."""
+    v = float(value)  # type: ignore[arg-type]
+    return v if np.isfinite(v) else None
+
+
 def _order_by_size(labels: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sizes = np.bincount(labels, minlength=len(centroids))
     order = np.argsort(-sizes, kind="stable")
@@ -188,10 +194,10 @@ def fit(
     chosen = selector.comparison_[selector.comparison_["chosen"]].iloc[0]
     metrics = {
         "k": len(ids),
-        "silhouette": float(chosen["silhouette"]),
-        "davies_bouldin": float(chosen["davies_bouldin"]),
-        "calinski_harabasz": float(chosen["calinski_harabasz"]),
-        "stability": None if pd.isna(chosen["stability"]) else float(chosen["stability"]),
+        "silhouette": _number(chosen["silhouette"]),
+        "davies_bouldin": _number(chosen["davies_bouldin"]),
+        "calinski_harabasz": _number(chosen["calinski_harabasz"]),
+        "stability": _number(chosen["stability"]),
         "nearest_centroid_agreement": selector.nearest_centroid_agreement_,
         "tree_agreement": tree_agreement,
         "weak_structure": selector.weak_structure_,
