@@ -283,6 +283,8 @@ class InMemoryStore(CustomerStore):
         for s in seeds:
             h = self.hashes.setdefault(s.customer_id, {})
             prev = _opt_int(h.get(K.SEGMENT_ID))
+            if s.state.decay_ts is not None:  # indexed whether applied or not, like Redis
+                self._index(s.customer_id, s.state.decay_ts)
             as_of = h.get(K.AS_OF)
             decay = h.get("decay_ts")
             if (as_of is not None and float(as_of) > s.as_of) or (
@@ -295,8 +297,6 @@ class InMemoryStore(CustomerStore):
                 h.pop(name, None)
             h.update(fields)
             results.append(WriteResult(s.customer_id, True, prev))
-            if s.state.decay_ts is not None:
-                self._index(s.customer_id, s.state.decay_ts)
         self._add_sizes(size_deltas(results, (s.segment_id for s in seeds)))
         return results
 
