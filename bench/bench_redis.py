@@ -328,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for label, prefix, make in (
                 ("store: 1 EVALSHA/customer, hiredis-packed (cluster-safe)", "b1", 1),
                 ("store without the recency index", "b5", "noindex"),
-                ("store, keys_per_script=1000 (NOT cluster-safe)", "b2", BATCH),
+                ("store, keys_per_script=16 (NOT cluster-safe)", "b2", 16),
+                ("store, keys_per_script=1000 (NOT cluster-safe)", "b6", BATCH),
                 ("naive: redis-py pipeline, 1 EVALSHA/customer", "b3", "naive"),
                 ("reference, no guard: redis-py pipeline of HSET", "b4", "hset"),
             ):
