@@ -176,7 +176,8 @@ def _timestamps(raw: pd.Series, date_format: str | None) -> np.ndarray:
     if date_format is None and parsed.isna().all():
         parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
     seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    return seconds.to_numpy(dtype=float, na_value=np.nan)
+    # whole microseconds: the text had at most that, the float division adds noise below it
+    return np.round(seconds.to_numpy(dtype=float, na_value=np.nan), 6)
 
 
 def load_events(

@@ -6,11 +6,14 @@ import itertools
 import json
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 import pytest
 
 from producer.contract import decode, encode
+from producer.pacing import write_table
 from producer.replay import load_events, parse_mapping, resolve_columns
+from producer.simulate import make_population, simulate_history
 from state.batch import batch_states, derive_frame
 from state.cli import main
 
@@ -163,3 +166,17 @@ def test_cli_replay_of_a_missing_column_is_a_clear_error(tmp_path: Path, capsys)
     table.write_text("CustomerID,amount\nC1,3\n")
     assert main(["produce", "replay", str(table), "--dry-run"]) == 2
     assert "no column for 'ts'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_simulated_history_file_replays_to_the_same_events(tmp_path: Path, suffix: str):
+    """History files carry the contract's columns: replay needs no mapping and keeps the ids."""
+    history = simulate_history(make_population(150, seed=8, end=1_780_000_000.0), seed=8)
+    path = tmp_path / f"history{suffix}"
+    write_table(history, path)
+    result = load_events(path, now=1_780_000_000.0)
+    assert not result.rejected
+    replayed = pd.DataFrame([msgspec.structs.asdict(e) for e in result.events])
+    expected = history.assign(ts=(history["ts"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds())
+    columns = list(expected.columns)
+    pd.testing.assert_frame_equal(replayed[columns], expected, check_dtype=False, rtol=0, atol=1e-6)
