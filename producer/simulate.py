@@ -301,7 +301,9 @@ def simulate_history(
             "event_id": [f"h{seed}-{i}" for i in range(len(raw))],
             "customer_id": pop.customer_id[cust],
             "type": np.array(["purchase", "refund"], dtype=object)[raw["type"].to_numpy()],
-            "ts": pd.to_datetime(raw["ts"].to_numpy(), unit="s", utc=True),
+            "ts": pd.to_datetime(
+                np.rint(raw["ts"].to_numpy() * 1000).astype(np.int64), unit="ms", utc=True
+            ),
             "amount": raw["amount"].to_numpy(),
             "discount": raw["discount"].to_numpy(),
             "items": raw["items"].to_numpy().astype(np.int64),
