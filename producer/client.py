@@ -50,8 +50,8 @@ class ProducerOptions:
     """Delivery and batching settings of the Kafka producer (kafka-python's names).
 
     The defaults favour safety, then throughput: ``acks="all"`` with the idempotent
-    producer (no duplicates or reordering on retry; works against Apache Kafka and
-    Tansu), up to 10 retries 100 ms apart within ``delivery_timeout_ms``, and
+    producer (no duplicates or reordering on retry; tested against Tansu, which supports
+    InitProducerId), up to 10 retries 100 ms apart within ``delivery_timeout_ms``, and
     batches that wait up to ``linger_ms`` to fill ``batch_size`` bytes
     (docs/benchmarks.md has the measurements behind these numbers). ``compression_type``
     is ``None`` or one of :data:`COMPRESSION_TYPES` (``gzip`` always works; the others
