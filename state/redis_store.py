@@ -221,11 +221,7 @@ class RedisStore(CustomerStore):
                 *pairs,
             ]  # fmt: skip
 
-        results = self._guarded(
-            updates, record, last_event_score if self.last_event_index else _none
-        )
-        self._bump_sizes(size_deltas(results, (u.segment_id for u in updates)))
-        return results
+        return self._guarded(updates, record, last_event_score if self.last_event_index else _none)
 
     def put_initial_many(self, seeds: Sequence[CustomerSeed]) -> list[WriteResult]:
         def record(s: CustomerSeed) -> list[Any]:
@@ -239,11 +235,9 @@ class RedisStore(CustomerStore):
                 *pairs,
             ]  # fmt: skip
 
-        results = self._guarded(
+        return self._guarded(
             seeds, record, (lambda s: s.state.decay_ts) if self.last_event_index else _none
         )
-        self._bump_sizes(size_deltas(results, (s.segment_id for s in seeds)))
-        return results
 
     def _guarded(
         self,
@@ -254,6 +248,7 @@ class RedisStore(CustomerStore):
         """Run the guard script over ``items`` (+ the index ZADD) in one round trip.
 
         Records are built and packed a chunk at a time while Redis runs the chunk before.
+        Live sizes are bumped for the applied writes, also when some calls failed.
         """
         ids = [validate_customer_id(it.customer_id) for it in items]  # all, before any write
         if not items:
@@ -295,16 +290,24 @@ class RedisStore(CustomerStore):
             )
             for i, r in zip(refused, again, strict=True):
                 replies[i] = r
+        results: list[WriteResult | None] = []
+        for g, reply in enumerate(replies[:calls]):
+            group_ids = ids[g * per_call : (g + 1) * per_call]
+            if isinstance(reply, Exception):
+                results.extend(None for _ in group_ids)
+                continue
+            for n, cid in enumerate(group_ids):
+                prev = reply[2 * n + 1]
+                results.append(
+                    WriteResult(cid, reply[2 * n] == 1, None if prev is None else int(prev))
+                )
+        # Count what was applied even if some calls failed: a retry would find them skipped.
+        done = [(r, it.segment_id) for r, it in zip(results, items, strict=True) if r is not None]
+        self._bump_sizes(size_deltas((r for r, _ in done), (seg for _, seg in done)))
         for r in replies:
             if isinstance(r, Exception):
                 raise StoreError(f"guarded write failed: {r}")
-        flat = [x for group_reply in replies[:calls] for x in group_reply]
-        return [
-            WriteResult(
-                cid, flat[2 * n] == 1, None if flat[2 * n + 1] is None else int(flat[2 * n + 1])
-            )
-            for n, cid in enumerate(ids)
-        ]
+        return [r for r in results if r is not None]
 
     def _bump_sizes(self, deltas: Mapping[int, int]) -> None:
         changed = [(seg, d) for seg, d in deltas.items() if d]

@@ -326,6 +326,21 @@ def test_many_keys_per_script_call_behave_the_same(
 
 
 @pytest.mark.integration
+def test_a_failed_call_still_counts_the_writes_that_were_applied(
+    redis_store: RedisStore, redis_client: Any
+) -> None:
+    from state.redis_store import StoreError
+
+    redis_client.set(K.Keys(redis_store.prefix).customer("broken"), "not a hash")
+    batch = [update("g1", segment_id=1), update("broken"), update("g2", segment_id=2)]
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        redis_store.apply_many(batch)
+    assert redis_store.segment_sizes() == {1: 1, 2: 1}
+    assert applied(redis_store.apply_many([batch[0], batch[2]])) == [False, False]
+    assert redis_store.segment_sizes() == {1: 1, 2: 1}
+
+
+@pytest.mark.integration
 def test_recount_rebuilds_lost_size_counters(redis_store: RedisStore, redis_client: Any) -> None:
     redis_store.put_initial_many([seed("a"), seed("b"), seed("c", segment_id=1)])
     keys = K.Keys(redis_store.prefix)
