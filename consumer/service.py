@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from consumer.cache import StateCache
 from consumer.kafka_io import KafkaIO
@@ -63,6 +64,7 @@ class RunSummary:
     changes: int = 0
     batches: int = 0
     store_retries: int = 0
+    broker_retries: int = 0
     stopped_by: str = ""
     first_record_at: float | None = None  # time.monotonic() of the first polled record
     last_record_at: float | None = None  # ... and of the end of the last batch
@@ -164,7 +166,10 @@ class ConsumerService:
                 self._sync()
             else:
                 summary.stopped_by = summary.stopped_by or "signal"
-            self._checkpoint()
+            try:
+                self._checkpoint()
+            except KafkaError as exc:  # state is written: a replay of the tail is harmless
+                logger.warning("final commit failed error=%r", str(exc))
         finally:
             self.kafka.close()
         logger.info(
@@ -210,8 +215,30 @@ class ConsumerService:
         for r in records:
             key = (r.topic, r.partition)
             self._pending[key] = max(self._pending.get(key, 0), r.offset + 1)
-        self._checkpoint(sync=False)
+        self._checkpoint_with_retries(summary)
         self._record(step, records, time.perf_counter() - started, summary)
+
+    def _checkpoint_with_retries(self, summary: RunSummary) -> None:
+        """Flush and commit; while the broker is unreachable, retry with capped backoff.
+
+        The batch's state is already written, so nothing is lost if the process stops
+        here: its records are redelivered and skipped by the guard.
+        """
+        delay = BACKOFF_START
+        while True:
+            try:
+                self._checkpoint(sync=False)
+                return
+            except KafkaError as exc:
+                summary.broker_retries += 1
+                self.metrics.retries.labels(cause="broker").inc()
+                logger.warning("broker unavailable retry_in=%.2fs error=%r", delay, str(exc))
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    if self._stop:
+                        return  # exit uncommitted; the replay is harmless
+                    time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
+                delay = min(delay * 2, BACKOFF_CAP)
 
     def _write_with_retries(
         self, records: list[SourceRecord], summary: RunSummary
