@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.datasets import make_blobs
 
 from offline.fit import FitOptions, Previous, fit
@@ -58,3 +60,24 @@ def test_refit_on_shifted_data_keeps_ids_and_reports_transitions() -> None:
         assert by_centre[tuple(np.round(np.asarray(c) - 0.3))] == s.id
     assert second.model.extra[HIGH_WATER_KEY] == 3
     assert second.transition is not None and int(second.transition.to_numpy().sum()) == 400
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    new=st.integers(1, 8),
+    old=st.integers(0, 8),
+    high_water=st.integers(0, 50),
+    seed=st.integers(0, 2**16),
+)
+def test_ids_are_unique_keep_old_ones_and_never_reuse(
+    new: int, old: int, high_water: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    prev_ids = sorted(rng.choice(np.arange(1, high_water + 9), size=old, replace=False).tolist())
+    top = max([high_water, *prev_ids])
+    ids = match_ids(rng.normal(size=(new, 3)), rng.normal(size=(old, 3)) if old else None,
+                    prev_ids, high_water=high_water)  # fmt: skip
+    assert len(ids) == new and len(set(ids)) == new
+    kept = [i for i in ids if i in prev_ids]
+    assert len(kept) == min(new, old)  # every possible match is made
+    assert all(i > top for i in ids if i not in prev_ids)  # fresh ids above the high-water mark
