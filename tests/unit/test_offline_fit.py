@@ -120,3 +120,10 @@ def test_write_artifacts_calls_the_report_writer(tmp_path: Path) -> None:
     paths = write_artifacts(r, tmp_path)
     assert (tmp_path / "report.html").exists() and tmp_path / "report.html" in paths
     assert SegmentModel.from_dict(json.loads((tmp_path / "model.json").read_text())) == r.model
+
+
+def test_the_model_transforms_raw_features_exactly_as_the_fit_did(retail) -> None:
+    rows = retail.customers[list(retail.features)].head(200).to_dict("records")
+    np.testing.assert_allclose(retail.model.matrix(rows), retail.X[:200], rtol=1e-9, atol=1e-12)
+    assigned = [retail.model.assign(r).id for r in rows]
+    assert assigned == retail.customers["segment_id"].head(200).tolist()
