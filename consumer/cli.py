@@ -43,6 +43,18 @@ RUN_FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ),
     ("--timeout", "SEGSTREAM_TIMEOUT", float, "stop after this many seconds in all"),
     ("--session-timeout-ms", "SEGSTREAM_SESSION_TIMEOUT_MS", int, "Kafka group session timeout"),
+    (
+        "--sweep-seconds",
+        "SEGSTREAM_SWEEP_SECONDS",
+        float,
+        "recency sweep interval, 0 = off (default 300)",
+    ),
+    (
+        "--sweep-boundaries-days",
+        "SEGSTREAM_SWEEP_BOUNDARIES_DAYS",
+        str,
+        "comma-separated idle times that trigger a re-evaluation (default 7,30,60,90,180,365)",
+    ),
 )
 
 
@@ -70,6 +82,23 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _days(text: str) -> list[float]:
+    """Comma-separated days, e.g. ``"7,30,90"``; a clear error otherwise.
+
+    >>> _days("7, 30,90")
+    [7.0, 30.0, 90.0]
+    """
+    from state.errors import ConfigError
+
+    try:
+        days = [float(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ConfigError(f"sweep boundaries must be comma-separated days, got {text!r}") from None
+    if not days or any(d <= 0 for d in days):
+        raise ConfigError(f"sweep boundaries must be positive days, got {text!r}")
+    return days
+
+
 def install_signal_handlers(request_stop: Any, *, hard_exit: Any = os._exit) -> None:
     """SIGTERM/SIGINT: stop after the batch; a second SIGINT: ``hard_exit(130)`` at once."""
     interrupts = {"n": 0}
@@ -95,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from consumer.metrics import ConsumerMetrics, HealthServer, TimedStore
     from consumer.model_sync import ModelSync
     from consumer.service import ConsumerService
+    from consumer.sweep import RecencySweep
     from state.redis_store import RedisStore, StoreError
 
     settings = Settings.from_args(args)
@@ -131,12 +161,23 @@ def run(args: argparse.Namespace) -> int:
         if opts["session_timeout_ms"]:
             overrides["session_timeout_ms"] = opts["session_timeout_ms"]
             overrides["heartbeat_interval_ms"] = max(opts["session_timeout_ms"] // 3, 100)
+        sweep_seconds = 300.0 if opts["sweep_seconds"] is None else opts["sweep_seconds"]
+        sweep = None
+        if sweep_seconds > 0:
+            boundaries = opts["sweep_boundaries_days"] or "7,30,60,90,180,365"
+            sweep = RecencySweep(
+                client,
+                prefix=settings.redis_prefix,
+                interval_seconds=sweep_seconds,
+                boundaries_days=_days(boundaries),
+            )
         service = ConsumerService(
             settings,
             store=TimedStore(store, metrics),
             processor=processor,
             metrics=metrics,
             model_source=sync,
+            sweep=sweep,
             consumer_overrides=overrides,
         )
         install_signal_handlers(service.request_stop)

@@ -40,12 +40,13 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from consumer.cache import StateCache
 from producer.contract import CheckoutEvent, Rejection, decode
+from state import keys as K
 from state.features import CustomerState, apply_event, derive
 from state.model import SegmentModel
 from state.online import OnlineSegmenter, Previous
@@ -207,16 +208,40 @@ def evaluation_time(state: CustomerState, as_of: float | None) -> float:
     return max(times) if times else 0.0
 
 
+def swept_segment(value: str | None, version: str, stored: StoredCustomer) -> int | None:
+    """The segment id holding the customer's online point, if a recency sweep re-assigned
+    the customer since its last event (a marker for this model and this exact state).
+
+    >>> from state.features import CustomerState
+    >>> s = StoredCustomer(customer_id="c", state=CustomerState(decay_ts=5.0), segment_id=2)
+    >>> swept_segment("m1|5|1", "m1", s), swept_segment("m1|6|1", "m1", s)
+    (1, None)
+    """
+    if value is None or stored.state.decay_ts is None:
+        return None
+    parts = value.rsplit("|", 2)
+    if len(parts) != 3 or parts[0] != version or parts[1] != K.number(stored.state.decay_ts):
+        return None
+    return int(parts[2]) if parts[2].lstrip("-").isdigit() else None
+
+
 def previous_contribution(
-    stored: StoredCustomer | None, model: SegmentModel, segmenter: OnlineSegmenter
+    stored: StoredCustomer | None,
+    model: SegmentModel,
+    segmenter: OnlineSegmenter,
+    marker: str | None = None,
 ) -> Contribution | None:
     """The point a stored customer contributes to the online model, rebuilt from its record.
 
     ``None`` for an unknown customer, or one last assigned by another model version.
+    A sweep ``marker`` names the segment that holds the point when a sweep moved the
+    customer's stored segment away from it.
     """
     if stored is None or stored.model_version != model.version or stored.segment_id is None:
         return None
-    index = next((i for i, s in enumerate(model.segments) if s.id == stored.segment_id), None)
+    held = swept_segment(marker, model.version, stored)
+    seg_id = held if held is not None else stored.segment_id
+    index = next((i for i, s in enumerate(model.segments) if s.id == seg_id), None)
     if index is None:
         return None
     at = evaluation_time(stored.state, stored.as_of)
@@ -252,6 +277,7 @@ class BatchProcessor:
         self.model = model
         self.segmenter = segmenter
         self._segment_index = {s.id: i for i, s in enumerate(model.segments)}
+        self._markers: Mapping[str, str] = {}
 
     def plan(
         self,
@@ -259,8 +285,11 @@ class BatchProcessor:
         stored: Mapping[str, StoredCustomer | None],
         *,
         now: float,
+        markers: Mapping[str, str] | None = None,
     ) -> Plan:
+        """``markers``: recency-sweep markers of the batch's customers (consumer/sweep.py)."""
         plan = Plan()
+        self._markers = markers or {}
         by_customer: dict[str, list[Decoded]] = {}
         for d in decoded:
             by_customer.setdefault(d.event.customer_id, []).append(d)
@@ -351,7 +380,9 @@ class BatchProcessor:
         x = derive(state, at, half_life_days=hl)
         previous = None
         if stored is not None and stored.model_version == self.model.version:
-            index = self._segment_index.get(stored.segment_id)  # type: ignore[arg-type]
+            held = swept_segment(self._markers.get(cid), self.model.version, stored)
+            seg_id = held if held is not None else stored.segment_id
+            index = self._segment_index.get(seg_id)  # type: ignore[arg-type]
             if index is not None:
                 p_at = evaluation_time(stored.state, stored.as_of)
                 previous = (derive(stored.state, p_at, half_life_days=hl), index, p_at)
@@ -415,6 +446,14 @@ _NO_PREV = Previous(
 )
 
 
+class Markers(Protocol):
+    """Recency-sweep markers (``consumer.sweep.SweepMarkers`` in Redis)."""
+
+    def get_many(self, customer_ids: Sequence[str]) -> dict[str, str]: ...
+
+    def delete_many(self, customer_ids: Iterable[str]) -> None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class StepResult:
     """What one batch did: the plan, the store's answers, changes and dead letters."""
@@ -434,6 +473,7 @@ def run_step(
     now: float,
     currency: str | None = None,
     cache: StateCache | None = None,
+    markers: Markers | None = None,
 ) -> StepResult:
     """Decode, read, plan, write: one batch against a :class:`~state.store.CustomerStore`.
 
@@ -450,10 +490,14 @@ def run_step(
     missing = [c for c in ids if c not in stored]
     if missing:
         stored.update(store.get_many(missing))
-    plan = processor.plan(decoded, stored, now=now)
+    swept = markers.get_many(ids) if markers is not None and ids else {}
+    plan = processor.plan(decoded, stored, now=now, markers=swept)
     results = store.apply_many(plan.updates) if plan.updates else []
     if cache is not None:
         cache.record(plan.updates, results, stored)
+    if swept and markers is not None:  # the point moved with the new state: marker done
+        written = {u.customer_id for u, r in zip(plan.updates, results, strict=True) if r.applied}
+        markers.delete_many([cid for cid in swept if cid in written])
     return StepResult(
         plan=plan,
         results=results,

@@ -33,6 +33,7 @@ from consumer.cache import StateCache
 from consumer.kafka_io import KafkaIO
 from consumer.metrics import ConsumerMetrics
 from consumer.processor import BatchProcessor, SourceRecord, StepResult, run_step
+from consumer.sweep import RecencySweep, owned_by
 from state.config import Settings
 from state.redis_store import StoreError
 from state.store import CustomerStore
@@ -81,6 +82,7 @@ class ConsumerService:
         processor: BatchProcessor,
         metrics: ConsumerMetrics,
         model_source: ModelSource | None = None,
+        sweep: RecencySweep | None = None,
         consumer_overrides: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -89,6 +91,7 @@ class ConsumerService:
         self.processor = processor
         self.metrics = metrics
         self.model_source = model_source
+        self.sweep = sweep
         self.clock = clock
         self.kafka = KafkaIO(
             settings,
@@ -181,6 +184,7 @@ class ConsumerService:
         return summary
 
     def _sync(self) -> None:
+        self._maybe_sweep()
         if self.model_source is None:
             return
         try:
@@ -203,6 +207,36 @@ class ConsumerService:
             )
             self.processor = new
             self.metrics.set_model(new.model.version)
+
+    def _maybe_sweep(self) -> None:
+        """Run the recency sweep when due, over the customers of owned partitions."""
+        now = self.clock()
+        if self.sweep is None or not self.sweep.due(now):
+            return
+        topic = self.settings.events_topic
+        owned = {tp.partition for tp in self.kafka.assignment() if tp.topic == topic}
+        count = len(self.kafka.consumer.partitions_for_topic(topic) or ())
+        if not owned or not count:
+            return
+        try:
+            changes = self.sweep.run(
+                self.processor,
+                self.store,
+                owned=owned_by({"count": count, "owned": owned}),
+                now=now,
+            )
+        except StoreError as exc:  # Redis trouble: the next interval tries again
+            logger.warning("recency sweep failed error=%r", str(exc))
+            return
+        if changes:
+            self.kafka.send_changes(changes)
+            self.kafka.flush()
+            for c in changes:
+                self.metrics.segment_changes.labels(
+                    from_segment=str(c.previous_segment_id),
+                    to_segment=str(c.segment_id),
+                    reason=c.reason,
+                ).inc()
 
     def _handle(self, raw: list[Any], summary: RunSummary) -> None:
         records = [SourceRecord.from_kafka(r) for r in raw]
@@ -257,6 +291,7 @@ class ConsumerService:
                         now=self.clock(),
                         currency=self.settings.currency or None,
                         cache=self.cache,
+                        markers=self.sweep.markers if self.sweep is not None else None,
                     )
                 except StoreError as exc:
                     self.processor.segmenter.load_state(saved)  # learn only what is written
