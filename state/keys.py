@@ -359,6 +359,11 @@ class Keys:
         """JSON: the consumers' shared online-model statistics for one model version."""
         return f"{self.base}:online:{validate_model_version(version)}"
 
+    @property
+    def swept(self) -> str:
+        """Hash: customer id -> where its online point sits after a recency sweep (consumer)."""
+        return f"{self.base}:swept"
+
     def patterns(self) -> dict[str, str]:
         """Every key pattern of the schema, by name (the doc lists exactly these).
 
@@ -373,4 +378,5 @@ class Keys:
             "segments": self.segments,
             "last_event_index": self.last_event_index,
             "online_state": f"{self.base}:online:<version>",
+            "swept": self.swept,
         }
