@@ -23,7 +23,7 @@ without its data). Bounded: the least recently used customers are evicted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from state.store import CustomerUpdate, StoredCustomer, WriteResult
 
@@ -80,6 +80,11 @@ class StateCache:
             )
         while len(items) > self.capacity:
             del items[next(iter(items))]
+
+    def drop(self, customer_ids: Iterable[str]) -> None:
+        """Forget these customers (written by someone else, e.g. the recency sweep)."""
+        for cid in customer_ids:
+            self._items.pop(cid, None)
 
     def clear(self) -> None:
         self._items.clear()

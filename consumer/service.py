@@ -228,6 +228,7 @@ class ConsumerService:
         except StoreError as exc:  # Redis trouble: the next interval tries again
             logger.warning("recency sweep failed error=%r", str(exc))
             return
+        self.cache.drop(c.customer_id for c in changes)  # their segment fields changed
         if changes:
             self.kafka.send_changes(changes)
             self.kafka.flush()
