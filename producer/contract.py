@@ -49,6 +49,25 @@ MAX_AGE = 130.0
 SCHEMA_PATH = Path(__file__).with_name("schema") / "checkout-event.v1.json"
 
 
+#: The contract's fields in the order tables (CSV, Parquet) carry them; ``schema_version``
+#: is a property of the message, not of a table row.
+TABLE_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "customer_id",
+    "type",
+    "ts",
+    "amount",
+    "discount",
+    "items",
+    "category",
+    "channel",
+    "currency",
+    "age",
+    "gender",
+    "annual_income",
+)
+
+
 class CheckoutEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One validated checkout event. ``ts`` is normalised to epoch seconds (UTC)."""
 

@@ -28,25 +28,11 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from producer.contract import CheckoutEvent, validate
+from producer.contract import TABLE_COLUMNS, CheckoutEvent, validate
 from state.errors import InvalidEvent
 
 #: Contract fields a table column can feed.
-MAPPABLE = (
-    "event_id",
-    "customer_id",
-    "type",
-    "ts",
-    "amount",
-    "discount",
-    "items",
-    "category",
-    "channel",
-    "currency",
-    "age",
-    "gender",
-    "annual_income",
-)
+MAPPABLE = TABLE_COLUMNS
 NUMERIC = frozenset({"amount", "discount", "items", "age", "annual_income"})
 #: Column spellings recognised without ``--map`` (compared lower-case, without punctuation).
 ALIASES: dict[str, tuple[str, ...]] = {

@@ -32,24 +32,11 @@ from producer.archetypes import (
     promo_day_share,
     promo_days_mask,
 )
-from producer.contract import CheckoutEvent
+from producer.contract import TABLE_COLUMNS, CheckoutEvent
 
 DAY = 86_400.0
 YEAR = 365.0 * DAY
-HISTORY_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "customer_id",
-    "type",
-    "ts",
-    "amount",
-    "discount",
-    "items",
-    "category",
-    "channel",
-    "age",
-    "gender",
-    "annual_income",
-)
+HISTORY_COLUMNS: tuple[str, ...] = tuple(c for c in TABLE_COLUMNS if c != "currency")
 CHUNK_CUSTOMERS = 20_000  # history is generated per chunk of customers (bounded memory)
 STREAM_BLOCK = 4_096  # stream candidates are drawn per block
 
