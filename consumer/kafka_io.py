@@ -20,7 +20,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from consumer.processor import DeadLetter, SegmentChange
+from consumer.records import DeadLetter, SegmentChange
 from state.config import Settings
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ from kafka.errors import KafkaError
 from consumer.cache import StateCache
 from consumer.kafka_io import KafkaIO
 from consumer.metrics import ConsumerMetrics
-from consumer.processor import BatchProcessor, SourceRecord, StepResult, run_step
+from consumer.processor import BatchProcessor, StepResult, run_step
+from consumer.records import SourceRecord
 from consumer.sweep import RecencySweep, owned_by
 from state.config import Settings
 from state.redis_store import StoreError

@@ -25,7 +25,8 @@ from typing import Any
 
 import redis
 
-from consumer.processor import BatchProcessor, SegmentChange
+from consumer.processor import BatchProcessor
+from consumer.records import SegmentChange
 from state import keys as K
 from state.features import derive
 from state.redis_store import StoreError
