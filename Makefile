@@ -31,6 +31,7 @@ sysdeps:
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy state producer offline consumer
 
 format: install
 	$(BIN)/ruff format .

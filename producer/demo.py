@@ -165,8 +165,14 @@ def start_consumer(stack: ExitStack, env: dict[str, str]) -> subprocess.Popen[by
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
-    stack.callback(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+    stack.callback(_kill_if_running, proc)
     return proc
+
+
+def _kill_if_running(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def stop_consumer(proc: subprocess.Popen[bytes]) -> None:
