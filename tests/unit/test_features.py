@@ -264,3 +264,40 @@ def test_unknown_profile_values_are_none() -> None:
     assert (f["age"], f["annual_income"], f["gender"]) == (None, None, None)
     f = derive(fold_events([purchase(age=40.0, gender="Female", annual_income=70_000.0)]), T0)
     assert (f["age"], f["annual_income"], f["gender"]) == (40.0, 70_000.0, "Female")
+
+
+# -- the batch fold ------------------------------------------------------------------------------
+
+_events = st.lists(
+    st.builds(
+        CheckoutEvent,
+        event_id=st.just("e"),
+        customer_id=st.just("c1"),
+        ts=st.floats(T0 - 90 * DAY, T0 + 90 * DAY),
+        amount=st.floats(0.0, 5_000.0),
+        type=st.sampled_from(["purchase", "purchase", "refund"]),
+        discount=st.floats(0.0, 50.0),
+        items=st.integers(1, 9),
+        age=st.none() | st.floats(18.0, 90.0) | st.just(math.nan),
+        gender=st.none() | st.sampled_from(["Female", "Male"]),
+        annual_income=st.none() | st.floats(0.0, 300_000.0),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=_events, events=_events, half_life_days=st.sampled_from([1.0, 30.0, 365.0]))
+def test_fold_events_equals_the_apply_event_fold_exactly(
+    first: list[CheckoutEvent], events: list[CheckoutEvent], half_life_days: float
+) -> None:
+    start = CustomerState()
+    for e in first:  # any earlier state, built one event at a time
+        start = apply_event(start, e, half_life_days=half_life_days)
+    snapshot = dataclasses.replace(start)
+    expected = start
+    for e in events:
+        expected = apply_event(expected, e, half_life_days=half_life_days)
+    assert fold_events(events, start, half_life_days=half_life_days) == expected
+    assert start == snapshot  # the starting state is not touched
+    assert fold_events(first, half_life_days=half_life_days) == start
