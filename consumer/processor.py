@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,7 +46,7 @@ from consumer.records import (
     decode_records,
 )
 from state import keys as K
-from state.features import CustomerState, apply_event, derive
+from state.features import CustomerState, derive, fold_events
 from state.model import SegmentModel
 from state.online import OnlineSegmenter, Previous
 from state.online_state import Contribution
@@ -55,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 #: Attempts at processing one customer before its events are dead-lettered.
 POISON_ATTEMPTS = 3
+#: Customers whose last point the processor remembers (cleared as a whole beyond this).
+POINT_MEMO = 500_000
 
 
 @dataclass(kw_only=True)
@@ -158,7 +161,17 @@ class _Folded:
     runs: list[tuple[CustomerState, Decoded]]  # state after each partition run, last event
     x: dict[str, Any]  # derived features at ``at``
     at: float
-    previous: tuple[dict[str, Any], int, float] | None  # features, segment index, clock
+    previous: _Prev | None
+
+
+@dataclass(slots=True)
+class _Prev:
+    """A customer's previous contribution: its features (or its point, if remembered)."""
+
+    x: dict[str, Any] | None
+    point: np.ndarray | None
+    segment: int  # index in the model's segments
+    clock: float
 
 
 class BatchProcessor:
@@ -172,6 +185,10 @@ class BatchProcessor:
         self.segmenter = segmenter
         self._segment_index = {s.id: i for i, s in enumerate(model.segments)}
         self._markers: Mapping[str, str] = {}
+        # customer -> (state, evaluation time, point) of the last plan: the point of a state
+        # this processor itself computed is not derived again when it comes back as the
+        # stored state (the cache hands back the very same object; identity is checked).
+        self._points: dict[str, tuple[CustomerState, float, np.ndarray]] = {}
 
     def plan(
         self,
@@ -207,26 +224,33 @@ class BatchProcessor:
         moves = self.segmenter.move_many(
             points, at=np.array([f.at for f in folded]), previous=previous
         )
-        for i, f in enumerate(folded):
-            segment = self.model.segments[int(moves.segments[i])]
+        memo = self._points
+        if len(memo) + len(folded) > POINT_MEMO:
+            memo.clear()
+        for f, point in zip(folded, points, strict=True):
+            memo[f.customer_id] = (f.runs[-1][0], f.at, point.copy())
+        segments, version = self.model.segments, self.model.version
+        updates, reasons, previous_names = plan.updates, plan.reasons, plan.previous_names
+        for f, index in zip(folded, moves.segments.tolist(), strict=True):
+            segment = segments[index]
             reason = self._reason(f)
             prev_name = f.stored.segment_name if f.stored else None
             for state, last in f.runs:
-                plan.updates.append(
+                updates.append(
                     CustomerUpdate(
                         customer_id=f.customer_id,
                         state=state,
                         segment_id=segment.id,
                         segment_name=segment.name,
-                        model_version=self.model.version,
+                        model_version=version,
                         updated_at=now,
                         partition=last.record.partition,
                         offset=last.record.offset,
                         event_ts=last.event.ts,
                     )
                 )
-                plan.reasons.append(reason)
-                plan.previous_names.append(prev_name)
+                reasons.append(reason)
+                previous_names.append(prev_name)
         return plan
 
     def _reason(self, f: _Folded) -> str:
@@ -253,23 +277,22 @@ class BatchProcessor:
         state = stored.state if stored is not None else CustomerState()
         offsets = dict(stored.offsets) if stored is not None else {}
         as_of = stored.as_of if stored is not None else None
-        runs: list[tuple[CustomerState, Decoded]] = []
         applied: list[Decoded] = []
         for d in events:
-            p, o, ts = d.record.partition, d.record.offset, d.event.ts
+            p, o = d.record.partition, d.record.offset
             last = offsets.get(p)
-            if (last is not None and o <= last) or (as_of is not None and ts <= as_of):
+            if (last is not None and o <= last) or (as_of is not None and d.event.ts <= as_of):
                 continue  # already in the stored state
-            state = apply_event(state, d.event, half_life_days=hl)
             offsets[p] = o
-            if runs and runs[-1][1].record.partition == p:
-                runs[-1] = (state, d)
-            else:
-                runs.append((state, d))
             applied.append(d)
-        if not runs:
+        if not applied:
             plan.duplicate_events += len(events)
             return None
+        runs: list[tuple[CustomerState, Decoded]] = []
+        for _, group in groupby(applied, key=_partition):
+            run = list(group)
+            state = fold_events([d.event for d in run], state, half_life_days=hl)
+            runs.append((state, run[-1]))
         at = evaluation_time(state, as_of)
         x = derive(state, at, half_life_days=hl)
         previous = None
@@ -279,7 +302,13 @@ class BatchProcessor:
             index = self._segment_index.get(seg_id)  # type: ignore[arg-type]
             if index is not None:
                 p_at = evaluation_time(stored.state, stored.as_of)
-                previous = (derive(stored.state, p_at, half_life_days=hl), index, p_at)
+                known = self._points.get(cid)
+                if known is not None and known[0] is stored.state and known[1] == p_at:
+                    previous = _Prev(None, known[2], index, p_at)
+                else:
+                    previous = _Prev(
+                        derive(stored.state, p_at, half_life_days=hl), None, index, p_at
+                    )
         return _Folded(cid, stored, events, applied, runs, x, at, previous)
 
     def _vectorize(
@@ -291,10 +320,11 @@ class BatchProcessor:
         its events are dead-lettered and it is left out.
         """
         seg = self.segmenter
+        d = len(self.model.features)
+        to_derive = [f.previous for f in folded if f.previous is not None and f.previous.x]
         try:
             points = seg.vectorize_many([f.x for f in folded])
-            prev_rows = [f.previous[0] for f in folded if f.previous is not None]
-            prev_points = seg.vectorize_many(prev_rows)
+            prev_points = seg.vectorize_many([p.x for p in to_derive])  # type: ignore[misc]
             if not (np.isfinite(points).all() and np.isfinite(prev_points).all()):
                 raise ValueError("non-finite feature vector")
         except Exception:  # find the culprits one by one (rare path)
@@ -302,22 +332,25 @@ class BatchProcessor:
             for f in folded:
                 try:
                     ok = np.isfinite(seg.vectorize(f.x)).all()
-                    if f.previous is not None:
-                        ok = ok and np.isfinite(seg.vectorize(f.previous[0])).all()
+                    if f.previous is not None and f.previous.x is not None:
+                        ok = ok and np.isfinite(seg.vectorize(f.previous.x)).all()
                     if not ok:
                         raise ValueError(f"non-finite feature vector for {f.customer_id}")
                     kept.append(f)
                 except Exception as exc:  # poison: dead-letter, keep the batch going
                     self._dead_letter(f.customer_id, f.events, exc, plan)
             return self._vectorize(kept, plan) if kept else ([], np.zeros((0, 0)), _NO_PREV)
-        d = len(self.model.features)
+        for p, point in zip(to_derive, prev_points.reshape(-1, d), strict=True):
+            p.point = point
         mask = np.array([f.previous is not None for f in folded], dtype=bool)
         full = np.zeros((len(folded), d))
-        full[mask] = prev_points.reshape(-1, d)
+        for i, f in enumerate(folded):
+            if f.previous is not None:
+                full[i] = f.previous.point
         prev = Previous(
             points=full,
-            segments=np.array([f.previous[1] if f.previous else 0 for f in folded], dtype=int),
-            clocks=np.array([f.previous[2] if f.previous else 0.0 for f in folded]),
+            segments=np.array([f.previous.segment if f.previous else 0 for f in folded], dtype=int),
+            clocks=np.array([f.previous.clock if f.previous else 0.0 for f in folded]),
             mask=mask,
         )
         return folded, points, prev
@@ -330,6 +363,10 @@ class BatchProcessor:
         plan.dead_letters.extend(
             DeadLetter(record=d.record, reason=reason, detail=str(exc)) for d in events
         )
+
+
+def _partition(d: Decoded) -> int:
+    return d.record.partition
 
 
 _NO_PREV = Previous(

@@ -159,16 +159,17 @@ def test_a_customer_whose_processing_crashes_is_dead_lettered_with_the_class(
 ) -> None:
     store, proc = seeded(world)
     victim = world.stream[0].customer_id
-    real_apply = processor.apply_event
+    real_fold = processor.fold_events
     calls: list[str] = []
 
-    def buggy(state, event, **kw):  # a processing bug that hits one customer only
-        calls.append(event.customer_id)
-        if event.customer_id == victim:
+    def buggy(events, state, **kw):  # a processing bug that hits one customer only
+        customer = {e.customer_id for e in events}.pop()  # one customer's events per fold
+        calls.append(customer)
+        if customer == victim:
             raise ZeroDivisionError("bug")
-        return real_apply(state, event, **kw)
+        return real_fold(events, state, **kw)
 
-    monkeypatch.setattr(processor, "apply_event", buggy)
+    monkeypatch.setattr(processor, "fold_events", buggy)
     step = run_step(records_for(world.stream[:200]), store, proc, now=NOW)
     dead = [d for d in step.dead_letters if d.reason == "processing_error:ZeroDivisionError"]
     n_victim = sum(1 for e in world.stream[:200] if e.customer_id == victim)
@@ -234,3 +235,18 @@ def test_the_state_cache_saves_reads_and_holds_what_the_store_holds(world: World
     # a replay through the cache is skipped like one through the store
     again = run_step(records[:500], cached_store, cached_proc, now=NOW, cache=cache)
     assert again.plan.applied_events == 0 and cached_store.hashes == store.hashes
+
+
+def test_remembered_points_move_the_online_model_exactly_as_rebuilt_ones(world: World) -> None:
+    store, proc = seeded(world)  # rebuilds every previous point from the stored record
+    memo_store, memo_proc = seeded(world)  # reuses the point of the state it computed
+    cache, memo_cache = StateCache(), StateCache()
+    records = records_for(world.stream)
+    for i in range(0, len(records), 200):
+        proc._points.clear()
+        run_step(records[i : i + 200], store, proc, now=NOW, cache=cache)
+        run_step(records[i : i + 200], memo_store, memo_proc, now=NOW, cache=memo_cache)
+    assert memo_cache.hits > 0 and memo_proc._points
+    assert memo_store.hashes == store.hashes
+    a, b = proc.segmenter.state(), memo_proc.segmenter.state()
+    assert np.array_equal(a.sums, b.sums) and np.array_equal(a.counts, b.counts)
