@@ -50,6 +50,7 @@ MODEL_VERSION = "model_version"
 UPDATED_AT = "updated_at"
 AS_OF = "_as_of"  # offline snapshot time: events at or before it are already counted
 PARTITION_PREFIX = "_p"  # _p<partition> = last applied source offset of that partition
+VERSION = "_v"  # write version: +1 on every applied guarded write (compare-and-set for diffs)
 
 SEGMENT_FIELDS = (SEGMENT_ID, SEGMENT_NAME, MODEL_VERSION, UPDATED_AT)
 
@@ -60,9 +61,9 @@ def money(cents: int) -> str:
     >>> money(101250), money(5), money(-150), money(0)
     ('1012.50', '0.05', '-1.50', '0.00')
     """
-    sign = "-" if cents < 0 else ""
-    whole, frac = divmod(abs(int(cents)), 100)
-    return f"{sign}{whole}.{frac:02d}"
+    c = int(cents)
+    # %-format: half the time of the f-string with divmod (the write path formats 3 per customer)
+    return "%d.%02d" % divmod(c, 100) if c >= 0 else "-%d.%02d" % divmod(-c, 100)  # noqa: UP031
 
 
 def parse_money(text: str) -> int:
@@ -84,7 +85,10 @@ def number(value: float) -> str:
     >>> number(1700000000.0), number(0.1), number(35.0), number(1e300), number(-0.0)
     ('1700000000', '0.1', '35', '1e+300', '-0')
     """
-    text = repr(float(value))
+    v = float(value)
+    if v.is_integer() and 0 < abs(v) < 1e16:  # repr would be "<digits>.0"; -0.0 and 1e16+ differ
+        return str(int(v))
+    text = repr(v)
     return text[:-2] if text.endswith(".0") else text
 
 
@@ -110,7 +114,7 @@ STATE_CODECS: tuple[_Codec, ...] = (
 STATE_FIELDS = tuple(c[0] for c in STATE_CODECS)
 PUBLIC_FIELDS = SEGMENT_FIELDS + STATE_FIELDS
 """Every public field of a customer hash (internal ones start with ``_``)."""
-INTERNAL_FIELDS = (AS_OF, f"{PARTITION_PREFIX}<partition>")
+INTERNAL_FIELDS = (AS_OF, f"{PARTITION_PREFIX}<partition>", VERSION)
 
 
 def partition_field(partition: int) -> str:
@@ -132,11 +136,12 @@ def encode_state(state: CustomerState) -> dict[str, str]:
     return out
 
 
-def state_values(state: CustomerState) -> list[str | bool]:
+def state_values(state: CustomerState, num: Callable[[float], str] = number) -> list[str | bool]:
     """The write path's form: values in :data:`STATE_FIELDS` order, ``False`` if unknown.
 
     Hand-unrolled :func:`encode_state` (a test pins them equal): this runs per customer
-    per write, and the generic loop costs twice as much.
+    per write, and the generic loop costs twice as much. ``num`` formats the four times
+    (the store passes a memoised :func:`number`: they often repeat within a write).
 
     >>> state_values(CustomerState(orders=1, gross_cents=250))[:4]
     ['1', '0', '2.50', '0.00']
@@ -149,22 +154,24 @@ def state_values(state: CustomerState) -> list[str | bool]:
         money(s.refunded_cents),
         money(s.discount_cents),
         str(s.items),
-        False if s.first_ts is None else number(s.first_ts),
-        False if s.last_ts is None else number(s.last_ts),
+        False if s.first_ts is None else num(s.first_ts),
+        False if s.last_ts is None else num(s.last_ts),
         repr(s.spend_decayed),
         repr(s.orders_decayed),
-        False if s.decay_ts is None else number(s.decay_ts),
+        False if s.decay_ts is None else num(s.decay_ts),
         False if s.age is None else number(s.age),
         False if s.gender is None else s.gender,
         False if s.annual_income is None else number(s.annual_income),
-        False if s.profile_ts is None else number(s.profile_ts),
+        False if s.profile_ts is None else num(s.profile_ts),
     ]
 
 
 _PAIR_TEMPLATE = [x for name in STATE_FIELDS for x in (name, "")]
 
 
-def state_pairs(state: CustomerState) -> tuple[list[str], list[str]]:
+def state_pairs(
+    state: CustomerState, num: Callable[[float], str] = number
+) -> tuple[list[str], list[str]]:
     """``([field, value, ...], [fields whose value is unknown])``: the guarded write's form.
 
     >>> state_pairs(CustomerState(orders=2, gross_cents=250))[0][:6]
@@ -172,7 +179,7 @@ def state_pairs(state: CustomerState) -> tuple[list[str], list[str]]:
     >>> state_pairs(CustomerState())[1][:3]
     ['first_ts', 'last_ts', 'decay_ts']
     """
-    values = state_values(state)
+    values = state_values(state, num)
     pairs: list[str] = []
     absent: list[str] = []
     if False not in values:
@@ -184,6 +191,100 @@ def state_pairs(state: CustomerState) -> tuple[list[str], list[str]]:
             pairs += (name, value)
         else:
             absent.append(name)
+    return pairs, absent
+
+
+def memo_number() -> Callable[[float], str]:
+    """:func:`number` with a memory, for values that repeat (times within a batch).
+
+    >>> num = memo_number()
+    >>> num(1750000000.5), num(1750000000.5), num(-0.0), num(0.0)
+    ('1750000000.5', '1750000000.5', '-0', '0')
+    """
+    memo: dict[float, str] = {}
+
+    def num(value: float) -> str:
+        if not value:  # 0.0 and -0.0 are one dict key but two texts
+            return number(value)
+        text = memo.get(value)
+        if text is None:
+            text = memo[value] = number(value)
+        return text
+
+    return num
+
+
+def _moved(new: float | None, old: float | None) -> bool:
+    """True if ``new`` is written differently from ``old`` (``-0.0 == 0.0``, not the same text)."""
+    return new != old or (not new and repr(new) != repr(old))
+
+
+def state_diff(
+    old: CustomerState, new: CustomerState, num: Callable[[float], str] = number
+) -> tuple[list[str], list[str]]:
+    """``([field, value, ...], [fields to delete])`` turning ``old``'s hash fields into ``new``'s.
+
+    Only fields whose value changed are written; fields known in ``old`` and unknown in
+    ``new`` are deleted. Applied to ``encode_state(old)`` it gives ``encode_state(new)``
+    (a property test pins it). Hand-unrolled like :func:`state_values`; ``num`` formats the
+    :func:`number` fields (the store passes a memoised one: times repeat within a write).
+
+    >>> old = CustomerState(orders=2, gross_cents=250, age=40.0)
+    >>> state_diff(old, CustomerState(orders=3, gross_cents=250))
+    (['orders', '3'], ['age'])
+    """
+    o, n = old, new
+    pairs: list[str] = []
+    absent: list[str] = []
+    if n.orders != o.orders:
+        pairs += ("orders", str(n.orders))
+    if n.refunds != o.refunds:
+        pairs += ("refunds", str(n.refunds))
+    if n.gross_cents != o.gross_cents:
+        pairs += ("gross", money(n.gross_cents))
+    if n.refunded_cents != o.refunded_cents:
+        pairs += ("refunded", money(n.refunded_cents))
+    if n.discount_cents != o.discount_cents:
+        pairs += ("discount", money(n.discount_cents))
+    if n.items != o.items:
+        pairs += ("items", str(n.items))
+    for name, v, w in (("first_ts", n.first_ts, o.first_ts), ("last_ts", n.last_ts, o.last_ts)):
+        if v != w or (not v and repr(v) != repr(w)):
+            if v is None:
+                absent.append(name)
+            else:
+                pairs += (name, num(v))
+    if _moved(n.spend_decayed, o.spend_decayed):
+        pairs += ("spend_decayed", repr(n.spend_decayed))
+    if _moved(n.orders_decayed, o.orders_decayed):
+        pairs += ("orders_decayed", repr(n.orders_decayed))
+    v, w = n.decay_ts, o.decay_ts
+    if v != w or (not v and repr(v) != repr(w)):
+        if v is None:
+            absent.append("decay_ts")
+        else:
+            pairs += ("decay_ts", num(v))
+    if n.age is not o.age and _moved(n.age, o.age):
+        if n.age is None:
+            absent.append("age")
+        else:
+            pairs += ("age", number(n.age))
+    if n.gender != o.gender:
+        if n.gender is None:
+            absent.append("gender")
+        else:
+            pairs += ("gender", str(n.gender))
+    if n.annual_income is not o.annual_income and _moved(n.annual_income, o.annual_income):
+        if n.annual_income is None:
+            absent.append("annual_income")
+        else:
+            pairs += ("annual_income", number(n.annual_income))
+    v, w = n.profile_ts, o.profile_ts
+    if v != w or (not v and repr(v) != repr(w)):
+        if v is None:
+            absent.append("profile_ts")
+        else:
+            pairs += ("profile_ts", num(v))
     return pairs, absent
 
 

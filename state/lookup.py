@@ -127,7 +127,7 @@ class SegmentClient:
         """Every asked customer (one round trip), ``None`` for unknown ones."""
         ids = [validate_customer_id(c) for c in customer_ids]  # before any I/O
         if self._store is None:
-            self._store = RedisStore(self.client, prefix=self.prefix)
+            self._store = RedisStore(self.client, prefix=self.prefix, remember=0)  # read-only
         stored = self._store.get_many(ids)
         at = float(self.clock())
         return {cid: None if s is None else self._lookup(s, at) for cid, s in stored.items()}

@@ -5,7 +5,14 @@ alone (one hash slot, as Redis Cluster requires). A batch is packed with hiredis
 128 customers per socket write (Redis runs one chunk while the next is packed), then the
 replies are read back in order: redis-py's pipeline object costs more client CPU per
 command than Redis spends running the script (docs/benchmarks.md). Each record is one
-MessagePack argument. The last-event index (``ZADD GT``) rides in the same round trip;
+MessagePack argument.
+
+Diff writes: the store remembers, for up to ``remember`` customers, the state it last read
+or wrote and the record's version (``_v``, bumped by every applied guarded write). An
+update of a remembered customer sends only the state fields that changed (plus the
+segment fields and the offset), and the script applies it only if the stored version is
+still the remembered one; otherwise it answers "conflict" and the store resends the full
+record in a second round trip, so a stale diff is never applied. The last-event index (``ZADD GT``) rides in the same round trip;
 live segment sizes (``HINCRBY``) need the scripts' answers, so they follow in a second,
 small round trip and only when some segment changed.
 
@@ -28,6 +35,7 @@ import redis
 
 from state import keys as K
 from state.errors import SegstreamError
+from state.features import CustomerState
 from state.ids import validate_customer_id
 from state.store import (
     CustomerSeed,
@@ -96,6 +104,8 @@ class RedisStore(CustomerStore):
     (docs/benchmarks.md has the numbers). ``last_event_index=False`` skips the recency
     index (about 100 bytes and a few microseconds of Redis CPU per customer) for
     deployments that do not sweep idle customers; :meth:`idle_customers` then finds none.
+    ``remember`` bounds how many customers' last read or written state the store keeps for
+    diff writes (see the module doc; 0: always write full records).
     """
 
     def __init__(
@@ -106,12 +116,15 @@ class RedisStore(CustomerStore):
         ttl_seconds: int | None = None,
         keys_per_script: int = 1,
         last_event_index: bool = True,
+        remember: int = 500_000,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
         self.keys_per_script = keys_per_script
         self.last_event_index = last_event_index
+        self.remember = remember
+        self._seen: dict[str, tuple[str, CustomerState]] = {}  # id -> (version, state)
         self._keys = K.Keys(prefix)
         self._sha: str | None = None
 
@@ -180,8 +193,24 @@ class RedisStore(CustomerStore):
             if isinstance(reply, Exception):
                 raise StoreError(f"HGETALL failed for customer {cid}: {reply}")
             fields = _hash_reply(reply)
-            out[cid] = StoredCustomer.from_fields(cid, fields) if fields else None
+            stored = StoredCustomer.from_fields(cid, fields) if fields else None
+            out[cid] = stored
+            version = fields.get(K.VERSION)
+            if stored is not None and version is not None:
+                self._note(cid, version, stored.state)
+            else:
+                self._seen.pop(cid, None)
         return out
+
+    def _note(self, customer_id: str, version: str, state: CustomerState) -> None:
+        """Remember the record a customer's hash now holds (least recently noted go first)."""
+        if self.remember <= 0:
+            return
+        seen = self._seen
+        seen.pop(customer_id, None)
+        seen[customer_id] = (version, state)
+        while len(seen) > self.remember:
+            del seen[next(iter(seen))]
 
     def raw_fields(self, customer_id: str) -> dict[str, str]:
         """Every field of a customer's hash, as stored (for tests and debugging)."""
@@ -211,44 +240,70 @@ class RedisStore(CustomerStore):
     # -- guarded writes -----------------------------------------------------------------------
 
     def apply_many(self, updates: Sequence[CustomerUpdate]) -> list[WriteResult]:
-        def record(u: CustomerUpdate) -> list[Any]:
-            pairs, absent = K.state_pairs(u.state)
+        seen = self._seen
+        num = K.memo_number()  # event_ts, decay_ts, last_ts and the index score often agree
+
+        def record(u: CustomerUpdate, diff: bool = True) -> list[Any]:
+            base = seen.get(u.customer_id) if diff else None
+            if base is None:
+                expect = ""
+                pairs, absent = K.state_pairs(u.state, num)
+            else:
+                expect = base[0]
+                pairs, absent = K.state_diff(base[1], u.state, num)
             return [
-                "a", K.number(u.event_ts), len(absent), *absent,
-                K.partition_field(u.partition), str(int(u.offset)),
+                "a", num(u.event_ts), len(absent), *absent,
+                K.partition_field(u.partition), str(int(u.offset)), K.VERSION, expect,
                 K.SEGMENT_ID, str(int(u.segment_id)), K.SEGMENT_NAME, u.segment_name,
-                K.MODEL_VERSION, u.model_version, K.UPDATED_AT, K.number(u.updated_at),
-                *pairs,
-            ]  # fmt: skip
-
-        return self._guarded(updates, record, last_event_score if self.last_event_index else _none)
-
-    def put_initial_many(self, seeds: Sequence[CustomerSeed]) -> list[WriteResult]:
-        def record(s: CustomerSeed) -> list[Any]:
-            pairs, absent = K.state_pairs(s.state)
-            as_of = K.number(s.as_of)
-            return [
-                "s", as_of, len(absent), *absent,
-                K.AS_OF, as_of,
-                K.SEGMENT_ID, str(int(s.segment_id)), K.SEGMENT_NAME, s.segment_name,
-                K.MODEL_VERSION, s.model_version, K.UPDATED_AT, K.number(s.updated_at),
+                K.MODEL_VERSION, u.model_version, K.UPDATED_AT, num(u.updated_at),
                 *pairs,
             ]  # fmt: skip
 
         return self._guarded(
-            seeds, record, (lambda s: s.state.decay_ts) if self.last_event_index else _none
+            updates,
+            record,
+            last_event_score if self.last_event_index else _none,
+            remember=True,
+            num=num,
+        )
+
+    def put_initial_many(self, seeds: Sequence[CustomerSeed]) -> list[WriteResult]:
+        num = K.memo_number()  # as_of and updated_at are the same for a whole publish
+
+        def record(s: CustomerSeed, diff: bool = True) -> list[Any]:
+            pairs, absent = K.state_pairs(s.state, num)
+            as_of = num(s.as_of)
+            return [
+                "s", as_of, len(absent), *absent,
+                K.AS_OF, as_of, K.VERSION, "",
+                K.SEGMENT_ID, str(int(s.segment_id)), K.SEGMENT_NAME, s.segment_name,
+                K.MODEL_VERSION, s.model_version, K.UPDATED_AT, num(s.updated_at),
+                *pairs,
+            ]  # fmt: skip
+
+        return self._guarded(
+            seeds,
+            record,
+            (lambda s: s.state.decay_ts) if self.last_event_index else _none,
+            num=num,
         )
 
     def _guarded(
         self,
         items: Sequence[_Item],
-        record_of: Callable[[_Item], list[Any]],
+        record_of: Callable[..., list[Any]],
         score_of: Callable[[_Item], float | None],
+        *,
+        remember: bool = False,
+        num: Callable[[float], str] = K.number,
     ) -> list[WriteResult]:
         """Run the guard script over ``items`` (+ the index ZADD) in one round trip.
 
         Records are built and packed a chunk at a time while Redis runs the chunk before.
-        Live sizes are bumped for the applied writes, also when some calls failed.
+        ``record_of(item, diff=False)`` must give the full record: diffs the script refused
+        (stored version moved on) are resent that way in a second round trip. Live sizes
+        are bumped for the applied writes, also when some calls failed. With ``remember``,
+        applied writes are remembered for later diffs; every other written id is forgotten.
         """
         ids = [validate_customer_id(it.customer_id) for it in items]  # all, before any write
         if not items:
@@ -268,7 +323,7 @@ class RedisStore(CustomerStore):
                 for it in items[lo : lo + chunk]:
                     score = score_of(it)
                     if score is not None:
-                        index.extend((K.number(score), it.customer_id))
+                        index.extend((num(score), it.customer_id))
                 yield b"".join(_script_command(sha, ttl, g) for g in _chunks(part, per_call))
             if index:
                 yield pack_command(("ZADD", self._keys.last_event_index, "GT", *index))
@@ -290,17 +345,45 @@ class RedisStore(CustomerStore):
             )
             for i, r in zip(refused, again, strict=True):
                 replies[i] = r
+        conflicts = [
+            g * per_call + n
+            for g, reply in enumerate(replies[:calls])
+            if not isinstance(reply, Exception)
+            for n in range(len(reply) // 3)
+            if reply[3 * n] == 2
+        ]
+        full: dict[int, list[Any]] = {}
+        if conflicts:  # diffs against a version no longer stored: resend those in full
+            resend = [(records[i][0], record_of(items[i], diff=False)) for i in conflicts]
+            again = self._roundtrip(
+                b"".join(_script_command(sha, ttl, [r]) for r in resend), len(conflicts)
+            )
+            full = {i: r for i, r in zip(conflicts, again, strict=True)}
         results: list[WriteResult | None] = []
+        seen = self._seen
         for g, reply in enumerate(replies[:calls]):
             group_ids = ids[g * per_call : (g + 1) * per_call]
             if isinstance(reply, Exception):
                 results.extend(None for _ in group_ids)
+                for cid in group_ids:
+                    seen.pop(cid, None)
                 continue
             for n, cid in enumerate(group_ids):
-                prev = reply[2 * n + 1]
-                results.append(
-                    WriteResult(cid, reply[2 * n] == 1, None if prev is None else int(prev))
-                )
+                i = g * per_call + n
+                answer = reply[3 * n : 3 * n + 3]
+                if i in full:
+                    answer = full[i]
+                    if isinstance(answer, Exception):
+                        replies.append(answer)
+                        results.append(None)
+                        seen.pop(cid, None)
+                        continue
+                status, prev, version = answer
+                results.append(WriteResult(cid, status == 1, None if prev is None else int(prev)))
+                if remember and status == 1:
+                    self._note(cid, str(version), items[i].state)
+                else:
+                    seen.pop(cid, None)
         # Count what was applied even if some calls failed: a retry would find them skipped.
         done = [(r, it.segment_id) for r, it in zip(results, items, strict=True) if r is not None]
         self._bump_sizes(size_deltas((r for r, _ in done), (seg for _, seg in done)))
@@ -354,7 +437,7 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 _MSGPACK = msgspec.msgpack.Encoder()
-_STORE_OPTIONS = ("ttl_seconds", "keys_per_script", "last_event_index")
+_STORE_OPTIONS = ("ttl_seconds", "keys_per_script", "last_event_index", "remember")
 
 
 def _none(_item: Any) -> None:

@@ -227,6 +227,11 @@ def last_event_score(update: CustomerUpdate) -> float:
     return update.event_ts if decay is None else max(update.event_ts, decay)
 
 
+def _bump_version(fields: dict[str, str]) -> None:
+    """Every applied guarded write moves the record's version ``_v`` up by one."""
+    fields[K.VERSION] = str(int(fields.get(K.VERSION, "0")) + 1)
+
+
 def _opt_int(text: str | None) -> int | None:
     return int(text) if text is not None else None
 
@@ -272,6 +277,7 @@ class InMemoryStore(CustomerStore):
                 h.pop(name, None)
             h[pfield] = str(int(u.offset))
             h.update(fields)
+            _bump_version(h)
             results.append(WriteResult(u.customer_id, True, prev))
         self._add_sizes(size_deltas(results, (u.segment_id for u in updates)))
         return results
@@ -293,9 +299,12 @@ class InMemoryStore(CustomerStore):
                 results.append(WriteResult(s.customer_id, False, prev))
                 continue
             fields, absent = seed_fields(s)
+            before = dict(h)
             for name in absent:
                 h.pop(name, None)
             h.update(fields)
+            if h != before:  # a re-run of the same publish changes nothing, not even _v
+                _bump_version(h)
             results.append(WriteResult(s.customer_id, True, prev))
         self._add_sizes(size_deltas(results, (s.segment_id for s in seeds)))
         return results

@@ -6,6 +6,7 @@ in-memory one needs nothing. Both must behave identically, down to the stored fi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,6 +133,7 @@ def test_the_hash_holds_the_documented_fields_and_formats(store: Any) -> None:
         "annual_income": "52900",
         "profile_ts": "1750000000",
         "_p3": "41",
+        "_v": "1",
     }
 
 
@@ -347,6 +349,84 @@ def test_recount_rebuilds_lost_size_counters(redis_store: RedisStore, redis_clie
     redis_client.hset(keys.segments, mapping={"size:2": 99, "size:7": 3})  # drifted
     assert redis_store.recount_segment_sizes() == {1: 1, 2: 2}
     assert redis_store.segment_sizes() == {1: 1, 2: 2, 7: 0}
+
+
+def test_every_applied_write_bumps_the_version_and_skipped_ones_do_not(store: Any) -> None:
+    store.put_initial_many([seed(as_of=1000.0)])
+    store.apply_many([update(offset=1, event_ts=2000.0), update(offset=1, event_ts=2000.0)])
+    store.apply_many([update(offset=0, event_ts=2000.0), update(offset=2, event_ts=500.0)])
+    assert store.raw_fields("c1")["_v"] == "2"
+
+
+def test_a_repeated_seed_changes_nothing_not_even_the_version(store: Any) -> None:
+    store.put_initial_many([seed(state=RICH, as_of=2e9)])
+    before = store.raw_fields("c1")
+    assert applied(store.put_initial_many([seed(state=RICH, as_of=2e9)])) == [True]
+    assert store.raw_fields("c1") == before
+    store.put_initial_many([seed(state=dataclasses.replace(RICH, age=None), as_of=2e9)])
+    after = store.raw_fields("c1")
+    assert after["_v"] == "2" and "age" not in after
+
+
+DIFF_STATES = [
+    RICH,
+    dataclasses.replace(RICH, orders=4, gross_cents=111250, last_ts=1_750_009_000.5),
+    CustomerState(orders=4, spend_decayed=-0.0, decay_ts=1_750_009_001.0),
+    dataclasses.replace(RICH, spend_decayed=0.0, gender=None, age=42.0),
+    dataclasses.replace(RICH, spend_decayed=-0.0, first_ts=None),
+]
+
+
+@pytest.mark.integration
+def test_diff_writes_leave_the_same_hash_as_full_writes(
+    redis_url: str, redis_client: Any, unique: Any
+) -> None:
+    """The store remembers what it wrote and sends only changed fields: same end result."""
+    with (
+        RedisStore.from_url(redis_url, prefix=unique.prefix) as diffs,
+        RedisStore.from_url(redis_url, prefix=unique.prefix + "-f", remember=0) as full,
+    ):
+        for n, state in enumerate(DIFF_STATES, start=1):
+            up = update("d1", state=state, offset=n, segment_id=n % 2)
+            assert diffs.apply_many([up]) == full.apply_many([up])
+            assert diffs.raw_fields("d1") == full.raw_fields("d1")
+            assert diffs.get("d1") == full.get("d1")
+            assert repr(diffs.get("d1").state) == repr(state)  # type: ignore[union-attr]
+    for key in redis_client.scan_iter(match=f"{unique.prefix}-f*"):
+        redis_client.delete(key)
+
+
+@pytest.mark.integration
+def test_a_stale_diff_is_never_applied_the_full_record_is_sent_instead(
+    redis_url: str, redis_client: Any, unique: Any
+) -> None:
+    """Two writers of one customer (a fenced consumer): each remembers an older record."""
+    with (
+        RedisStore.from_url(redis_url, prefix=unique.prefix) as a,
+        RedisStore.from_url(redis_url, prefix=unique.prefix) as b,
+    ):
+        a.apply_many([update(state=RICH, offset=1)])
+        b.get("c1")  # b remembers version 1
+        a.apply_many([update(state=DIFF_STATES[1], offset=2)])  # version 2, unknown to b
+        # b's write is newer by offset: it must apply, and leave exactly b's full record
+        assert applied(b.apply_many([update(state=DIFF_STATES[3], offset=3)])) == [True]
+        got = b.raw_fields("c1")
+        assert K.decode_state(got) == DIFF_STATES[3]
+        assert "gender" not in got and got["orders"] == "3" and got["_v"] == "3"
+        # a still remembers version 2: its diff is refused by the script and resent in full
+        assert applied(a.apply_many([update(state=DIFF_STATES[2], offset=4)])) == [True]
+        assert a.get("c1").state == DIFF_STATES[2]  # type: ignore[union-attr]
+        assert a.raw_fields("c1")["_v"] == "4"
+
+
+@pytest.mark.integration
+def test_diffs_survive_an_expired_or_deleted_hash(
+    redis_store: RedisStore, redis_client: Any
+) -> None:
+    redis_store.apply_many([update(state=RICH, offset=1)])
+    redis_client.delete(K.Keys(redis_store.prefix).customer("c1"))
+    assert applied(redis_store.apply_many([update(state=DIFF_STATES[1], offset=2)])) == [True]
+    assert redis_store.get("c1").state == DIFF_STATES[1]  # type: ignore[union-attr]
 
 
 def test_an_unreachable_redis_is_a_store_error() -> None:

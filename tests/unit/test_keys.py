@@ -63,6 +63,19 @@ def test_numbers_read_back_to_the_same_float(value: float) -> None:
     assert float(K.number(value)) == value
 
 
+@given(finite)
+def test_number_is_the_shortest_repr_without_a_trailing_dot_zero(value: float) -> None:
+    text = repr(value)
+    assert K.number(value) == (text[:-2] if text.endswith(".0") else text)
+    assert K.memo_number()(value) == K.number(value)
+
+
+@given(st.integers(-(10**15), 10**15))
+def test_money_has_two_places_and_a_sign(cents: int) -> None:
+    whole, frac = divmod(abs(cents), 100)
+    assert K.money(cents) == f"{'-' if cents < 0 else ''}{whole}.{frac:02d}"
+
+
 def test_unknown_values_are_absent_not_empty() -> None:
     fields = K.encode_state(CustomerState())
     assert "first_ts" not in fields and "gender" not in fields
@@ -100,6 +113,19 @@ def test_the_lua_guard_names_only_fields_of_keys_py() -> None:
     names = set(re.findall(r'"([a-z_]+)"', GUARDED_WRITE)) - {"a", "s"}
     assert names == {K.SEGMENT_ID, K.AS_OF, "decay_ts"}
     assert "decay_ts" in K.STATE_FIELDS
+
+
+@given(states, states)
+def test_a_diff_turns_the_old_hash_fields_into_the_new_ones(
+    old: CustomerState, new: CustomerState
+) -> None:
+    pairs, absent = K.state_diff(old, new)
+    fields = K.encode_state(old)
+    for name in absent:
+        del fields[name]
+    fields.update(zip(pairs[::2], pairs[1::2], strict=True))
+    assert fields == K.encode_state(new)
+    assert K.state_diff(new, new) == ([], [])
 
 
 @given(states)
