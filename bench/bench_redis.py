@@ -17,6 +17,7 @@ Run: ``.venv/bin/python bench/bench_redis.py [--customers 1000000] [--writes 200
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import random
@@ -89,6 +90,30 @@ def make_updates(ids: Sequence[str], offset0: int, rng: random.Random) -> list[C
     return out
 
 
+def event_updates(
+    prev: Sequence[CustomerUpdate], offset0: int, rng: random.Random
+) -> list[CustomerUpdate]:
+    """What the consumer writes: each customer's previous state plus one new purchase."""
+    from producer.contract import CheckoutEvent
+    from state.features import apply_event
+
+    out = []
+    for n, u in enumerate(prev):
+        ts = round((u.state.decay_ts or T0) + rng.uniform(60, 30 * 86400), 3)
+        event = CheckoutEvent(
+            event_id=f"e{n}", customer_id=u.customer_id, ts=ts,
+            amount=rng.randint(500, 40000) / 100, items=rng.randint(1, 4),
+            discount=rng.choice([0.0, 0.0, rng.randint(100, 2000) / 100]),
+        )  # fmt: skip
+        out.append(
+            dataclasses.replace(
+                u, state=apply_event(u.state, event), updated_at=ts + 0.5,
+                offset=offset0 + n, event_ts=ts,
+            )
+        )  # fmt: skip
+    return out
+
+
 def batches(items: list[CustomerUpdate]) -> list[list[CustomerUpdate]]:
     return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
 
@@ -103,7 +128,9 @@ def rate(
     fn: Callable[[list[CustomerUpdate]], object],
     items: list[CustomerUpdate],
     client: redis.Redis,
-) -> float:
+    *,
+    quiet: bool = False,
+) -> tuple[float, float, float]:
     """Writes/s (wall clock), and CPU microseconds per write in this process and in Redis.
 
     The CPU figures depend far less than wall time on what else runs on the machine. With
@@ -118,11 +145,46 @@ def rate(
     client_us = (time.process_time() - cpu0) / len(items) * 1e6
     server_us = (server_cpu(client) - srv0) / len(items) * 1e6
     per_s = len(items) / wall
+    if quiet:
+        return per_s, client_us, server_us
     print(
         f"  {label:<58} {per_s:>8,.0f}/s  CPU per write: client {client_us:5.1f} us,"
         f" redis {server_us:5.1f} us (1e6/sum {1e6 / (client_us + server_us):,.0f}/s)"
     )
-    return per_s
+    return per_s, client_us, server_us
+
+
+def interleaved(
+    client: redis.Redis, variants: dict[str, dict[str, object]], n: int, rounds: int
+) -> None:
+    """Consumer-shaped writes: ``n`` new customers, then ``rounds`` rounds of one purchase
+    each. Variants take turns within every round (in rotated order), so a change in the
+    machine's load hits all of them alike; medians over the purchase rounds are printed."""
+    stores = {
+        label: RedisStore(client, prefix=f"i{k}", **opts)  # type: ignore[arg-type]
+        for k, (label, opts) in enumerate(variants.items())
+    }
+    ids = [f"I{i:07d}" for i in range(n)]
+    last = {label: make_updates(ids, 1, random.Random(1)) for label in stores}
+    new: dict[str, list[tuple[float, float, float]]] = {label: [] for label in stores}
+    upd: dict[str, list[tuple[float, float, float]]] = {label: [] for label in stores}
+    labels = list(stores)
+    for r in range(rounds + 1):
+        order = labels[r % len(labels) :] + labels[: r % len(labels)]
+        for label in order:
+            if r:
+                last[label] = event_updates(last[label], 10_000_000 * r, random.Random(r))
+            got = rate(label, stores[label].apply_many, last[label], client, quiet=True)
+            (upd if r else new)[label].append(got)
+    for label in labels:
+        for kind, runs in (("new", new[label]), ("+1 purchase", upd[label])):
+            wall, cli, srv = (statistics.median(x[i] for x in runs) for i in range(3))
+            print(
+                f"  {label + ' [' + kind + ']':<58} {wall:>8,.0f}/s  CPU per write: client"
+                f" {cli:5.1f} us, redis {srv:5.1f} us (1e6/sum {1e6 / (cli + srv):,.0f}/s)"
+                f"  [median of {len(runs)}]"
+            )
+    client.flushall()
 
 
 NAIVE_GUARD = """
@@ -255,7 +317,12 @@ def layouts(client: redis.Redis, n: int, rng: random.Random) -> None:
     short = {name: name[:1] + str(i) for i, name in enumerate(K.PUBLIC_FIELDS)}
 
     def readable(u: CustomerUpdate) -> dict[str, str | bytes]:
-        return {**update_fields(u)[0], "_p3": str(u.offset)}
+        return {**update_fields(u)[0], "_p3": str(u.offset), K.VERSION: "1"}
+
+    defaults = K.encode_state(CustomerState())
+
+    def no_defaults(u: CustomerUpdate) -> dict[str, str | bytes]:
+        return {k: v for k, v in readable(u).items() if defaults.get(k) != v}
 
     def short_names(u: CustomerUpdate) -> dict[str, str | bytes]:
         return {short.get(k, k): v for k, v in readable(u).items()}
@@ -266,6 +333,7 @@ def layouts(client: redis.Redis, n: int, rng: random.Random) -> None:
 
     variants: list[tuple[str, Callable[[CustomerUpdate], dict[str, str | bytes]], int]] = [
         ("readable hash, the store's layout", readable, 64),
+        ("readable hash, fields equal to their default left out", no_defaults, 64),
         ("readable hash, 2-character field names", short_names, 64),
         ("segment fields + state as one msgpack field", packed_state, 64),
         ("  same, CONFIG SET hash-max-listpack-value 256", packed_state, 256),
@@ -304,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--customers", type=int, default=1_000_000, help="for the memory figure (0: skip)"
     )
     parser.add_argument("--writes", type=int, default=200_000, help="writes per write variant")
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="purchase rounds of the consumer-shaped writes"
+    )
     parser.add_argument("--lookups", type=int, default=20_000, help="samples of get() (0: skip)")
     parser.add_argument(
         "--layouts", type=int, default=100_000, help="customers per alternative layout (0: skip)"
@@ -325,6 +396,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"guarded writes, batches of {BATCH}, {args.writes:,} customers per variant "
                   "(each customer written once fresh, then updated with higher offsets):")  # fmt: skip
             ids = [f"W{i:07d}" for i in range(args.writes)]
+            print(
+                f"  consumer-shaped: new customers, then {args.rounds} rounds of one purchase each"
+            )
+            interleaved(
+                client,
+                {
+                    "store, full records (remember=0)": {"remember": 0},
+                    "store, diff writes (the default)": {},
+                },
+                args.writes,
+                args.rounds,
+            )
+            print("  random full states (every field changes):")
             for label, prefix, make in (
                 ("store: 1 EVALSHA/customer, hiredis-packed (cluster-safe)", "b1", 1),
                 ("store without the recency index", "b5", "noindex"),
