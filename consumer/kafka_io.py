@@ -41,6 +41,7 @@ def consumer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable_auto_commit": False,
         "auto_offset_reset": settings.auto_offset_reset,
         "max_poll_records": settings.max_poll_records,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "client_id": "segstream-consumer",
         **FETCH_DEFAULTS,
         **overrides,

@@ -108,6 +108,15 @@ class Settings:
             kind=int,
         ),
     )
+    fetch_max_wait_ms: int = field(
+        default=20,
+        metadata=_opt(
+            "SEGSTREAM_FETCH_MAX_WAIT_MS",
+            "--fetch-max-wait-ms",
+            "longest the broker holds a fetch that has no records yet (latency when idle)",
+            kind=int,
+        ),
+    )
     online_half_life_seconds: int = field(
         default=30 * 86400,
         metadata=_opt(
