@@ -18,7 +18,9 @@
 -- event time is <= the stored _as_of. A seed is skipped when the stored _as_of or
 -- decay_ts is later than its as_of. Numbers compare as doubles (exact up to 2^53).
 -- Applied: the listed fields (values now unknown) are deleted, the pairs written, the
--- version field set to the stored version + 1. A seed that would change nothing (a re-run
+-- version field set to the stored version + 1, or to the server time in microseconds when
+-- there is none: a hash deleted and written again never repeats an earlier version (each
+-- write takes more than a microsecond; exact as a double below 2^53). A seed that would change nothing (a re-run
 -- of the same publish) writes nothing and keeps the version; only the TTL is renewed.
 --
 -- Returns a flat array, three entries per key: status (1 applied, 0 skipped, 2 not
@@ -78,8 +80,13 @@ for k = 1, #KEYS do
     if expect ~= "" and expect ~= cur[4] then
       status = 2
     else
-      version = (tonumber(cur[4]) or 0) + 1
-      r[first + 3] = tostring(version)
+      if cur[4] then
+        version = tonumber(cur[4]) + 1
+      else  -- a new hash (or one deleted or expired): start at the server clock in microseconds
+        local now = redis.call("TIME")
+        version = tonumber(now[1]) * 1000000 + tonumber(now[2])
+      end
+      r[first + 3] = string.format("%d", version)
       if ndel > 0 then
         redis.call("HDEL", key, unpack(r, 4, first - 1))
       end

@@ -187,10 +187,10 @@ def state_pairs(
         pairs[1::2] = values  # type: ignore[assignment]  # all str here
         return pairs, absent
     for name, value in zip(STATE_FIELDS, values, strict=True):
-        if isinstance(value, str):
-            pairs += (name, value)
-        else:
+        if value is False:
             absent.append(name)
+        else:
+            pairs += (name, value)  # type: ignore[arg-type]  # str here
     return pairs, absent
 
 

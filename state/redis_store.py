@@ -381,7 +381,8 @@ class RedisStore(CustomerStore):
                 status, prev, version = answer
                 results.append(WriteResult(cid, status == 1, None if prev is None else int(prev)))
                 if remember and status == 1:
-                    self._note(cid, str(version), items[i].state)
+                    text = version.decode() if isinstance(version, bytes) else str(version)
+                    self._note(cid, text, items[i].state)
                 else:
                     seen.pop(cid, None)
         # Count what was applied even if some calls failed: a retry would find them skipped.

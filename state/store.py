@@ -228,7 +228,9 @@ def last_event_score(update: CustomerUpdate) -> float:
 
 
 def _bump_version(fields: dict[str, str]) -> None:
-    """Every applied guarded write moves the record's version ``_v`` up by one."""
+    """Every applied write moves ``_v`` up by one. Redis starts a new hash at its clock in µs
+    (a deleted hash must not repeat versions); here no hash is ever deleted, so at 1, which
+    keeps two in-memory stores fed the same writes equal."""
     fields[K.VERSION] = str(int(fields.get(K.VERSION, "0")) + 1)
 
 

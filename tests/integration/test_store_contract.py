@@ -112,7 +112,9 @@ def test_a_written_customer_reads_back_exactly(store: Any) -> None:
 
 def test_the_hash_holds_the_documented_fields_and_formats(store: Any) -> None:
     store.apply_many([update("C000061", state=RICH, offset=41, partition=3)])
-    assert store.raw_fields("C000061") == {
+    fields = store.raw_fields("C000061")
+    assert int(fields.pop("_v")) > 0  # Redis: its clock in µs; in memory: 1
+    assert fields == {
         "segment_id": "1",
         "segment_name": "Loyal",
         "model_version": "m1",
@@ -133,7 +135,6 @@ def test_the_hash_holds_the_documented_fields_and_formats(store: Any) -> None:
         "annual_income": "52900",
         "profile_ts": "1750000000",
         "_p3": "41",
-        "_v": "1",
     }
 
 
@@ -353,19 +354,22 @@ def test_recount_rebuilds_lost_size_counters(redis_store: RedisStore, redis_clie
 
 def test_every_applied_write_bumps_the_version_and_skipped_ones_do_not(store: Any) -> None:
     store.put_initial_many([seed(as_of=1000.0)])
+    created = int(store.raw_fields("c1")["_v"])
     store.apply_many([update(offset=1, event_ts=2000.0), update(offset=1, event_ts=2000.0)])
+    first = int(store.raw_fields("c1")["_v"])
     store.apply_many([update(offset=0, event_ts=2000.0), update(offset=2, event_ts=500.0)])
-    assert store.raw_fields("c1")["_v"] == "2"
+    assert int(store.raw_fields("c1")["_v"]) == first == created + 1
 
 
 def test_a_repeated_seed_changes_nothing_not_even_the_version(store: Any) -> None:
     store.put_initial_many([seed(state=RICH, as_of=2e9)])
     before = store.raw_fields("c1")
+    created = int(before["_v"])
     assert applied(store.put_initial_many([seed(state=RICH, as_of=2e9)])) == [True]
     assert store.raw_fields("c1") == before
     store.put_initial_many([seed(state=dataclasses.replace(RICH, age=None), as_of=2e9)])
     after = store.raw_fields("c1")
-    assert after["_v"] == "2" and "age" not in after
+    assert int(after["_v"]) == created + 1 and "age" not in after
 
 
 DIFF_STATES = [
@@ -389,7 +393,11 @@ def test_diff_writes_leave_the_same_hash_as_full_writes(
         for n, state in enumerate(DIFF_STATES, start=1):
             up = update("d1", state=state, offset=n, segment_id=n % 2)
             assert diffs.apply_many([up]) == full.apply_many([up])
-            assert diffs.raw_fields("d1") == full.raw_fields("d1")
+            if n == 1:  # each hash started at its own clock reading
+                versions = int(diffs.raw_fields("d1")["_v"]) - int(full.raw_fields("d1")["_v"])
+            got, want = diffs.raw_fields("d1"), full.raw_fields("d1")
+            assert int(got.pop("_v")) - int(want.pop("_v")) == versions  # both +1 per write
+            assert got == want
             assert diffs.get("d1") == full.get("d1")
             assert repr(diffs.get("d1").state) == repr(state)  # type: ignore[union-attr]
     for key in redis_client.scan_iter(match=f"{unique.prefix}-f*"):
@@ -406,17 +414,18 @@ def test_a_stale_diff_is_never_applied_the_full_record_is_sent_instead(
         RedisStore.from_url(redis_url, prefix=unique.prefix) as b,
     ):
         a.apply_many([update(state=RICH, offset=1)])
-        b.get("c1")  # b remembers version 1
-        a.apply_many([update(state=DIFF_STATES[1], offset=2)])  # version 2, unknown to b
+        v1 = int(b.raw_fields("c1")["_v"])
+        b.get("c1")  # b remembers version v1
+        a.apply_many([update(state=DIFF_STATES[1], offset=2)])  # version v1 + 1, unknown to b
         # b's write is newer by offset: it must apply, and leave exactly b's full record
         assert applied(b.apply_many([update(state=DIFF_STATES[3], offset=3)])) == [True]
         got = b.raw_fields("c1")
         assert K.decode_state(got) == DIFF_STATES[3]
-        assert "gender" not in got and got["orders"] == "3" and got["_v"] == "3"
+        assert "gender" not in got and got["orders"] == "3" and int(got["_v"]) == v1 + 2
         # a still remembers version 2: its diff is refused by the script and resent in full
         assert applied(a.apply_many([update(state=DIFF_STATES[2], offset=4)])) == [True]
         assert a.get("c1").state == DIFF_STATES[2]  # type: ignore[union-attr]
-        assert a.raw_fields("c1")["_v"] == "4"
+        assert int(a.raw_fields("c1")["_v"]) == v1 + 3
 
 
 @pytest.mark.integration
@@ -427,6 +436,29 @@ def test_diffs_survive_an_expired_or_deleted_hash(
     redis_client.delete(K.Keys(redis_store.prefix).customer("c1"))
     assert applied(redis_store.apply_many([update(state=DIFF_STATES[1], offset=2)])) == [True]
     assert redis_store.get("c1").state == DIFF_STATES[1]  # type: ignore[union-attr]
+
+
+@pytest.mark.integration
+def test_a_hash_written_again_after_deletion_never_repeats_a_version(
+    redis_url: str, redis_client: Any, unique: Any
+) -> None:
+    """An old remembered version can never match a new incarnation of the hash (no ABA)."""
+    key = K.Keys(unique.prefix).customer("c1")
+    with (
+        RedisStore.from_url(redis_url, prefix=unique.prefix) as old,
+        RedisStore.from_url(redis_url, prefix=unique.prefix) as other,
+    ):
+        old.apply_many([update(state=RICH, offset=1)])
+        old.apply_many([update(state=DIFF_STATES[1], offset=2)])  # old remembers this version
+        seen = int(redis_client.hget(key, "_v"))
+        redis_client.delete(key)
+        for n in range(3):
+            other.apply_many([update(state=DIFF_STATES[3], offset=3 + n, partition=1)])
+        assert int(redis_client.hget(key, "_v")) > seen
+        sec, usec = redis_client.time()  # a new hash starts at the server clock, in µs
+        assert int(redis_client.hget(key, "_v")) - 2 <= sec * 10**6 + usec
+        assert applied(old.apply_many([update(state=DIFF_STATES[2], offset=9)])) == [True]
+        assert old.get("c1").state == DIFF_STATES[2]  # type: ignore[union-attr]
 
 
 def test_an_unreachable_redis_is_a_store_error() -> None:
