@@ -317,7 +317,7 @@ def layouts(client: redis.Redis, n: int, rng: random.Random) -> None:
     short = {name: name[:1] + str(i) for i, name in enumerate(K.PUBLIC_FIELDS)}
 
     def readable(u: CustomerUpdate) -> dict[str, str | bytes]:
-        return {**update_fields(u)[0], "_p3": str(u.offset), K.VERSION: "1"}
+        return {**update_fields(u)[0], "_p3": str(u.offset), K.VERSION: "1764000000123456"}
 
     defaults = K.encode_state(CustomerState())
 
