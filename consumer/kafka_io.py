@@ -16,7 +16,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
@@ -53,20 +53,48 @@ def _log_commit_failure(offsets: Any, response: Any) -> None:
         logger.warning("async commit failed error=%r", str(response))
 
 
-class _Listener(ConsumerRebalanceListener):
+#: What the service's revoke hook returns: ``{(topic, partition): next offset}`` to commit.
+Offsets = dict[tuple[str, int], int]
+
+
+class _Listener(AsyncConsumerRebalanceListener):
+    """Rebalance hooks. kafka-python 3 runs them on its IO thread, where a blocking commit
+    fails ("Cannot block on net.run() from the IO thread itself"), so they are coroutines:
+    the revoke hook flushes what the service produced (a plain thread wait, not the consumer's
+    loop) and returns the offsets to commit, which are then *awaited* here before the
+    partitions go, so the next owner starts exactly after what this instance wrote.
+    """
+
     def __init__(
         self,
-        on_revoked: Callable[[set[TopicPartition]], None],
+        io: KafkaIO,
+        on_revoked: Callable[[set[TopicPartition]], Offsets],
         on_assigned: Callable[[set[TopicPartition]], None],
     ) -> None:
+        self._io = io
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
 
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._on_revoked(set(revoked))
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        offsets = self._on_revoked(set(revoked))
+        if offsets:
+            coordinator = self._io.consumer._coordinator
+            try:  # the awaitable behind KafkaConsumer.commit() (retries, coordinator lookup)
+                await coordinator._commit_offsets_sync_async(_offsets_and_metadata(offsets))
+                logger.info("committed on revoke offsets=%s", _describe(offsets))
+            except Exception as exc:  # the guard makes the next owner's replay harmless
+                logger.warning("commit on revoke failed error=%r", str(exc))
 
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self._on_assigned(set(assigned))
+
+
+def _offsets_and_metadata(offsets: Mapping[tuple[str, int], int]) -> dict[Any, Any]:
+    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+
+
+def _describe(offsets: Mapping[tuple[str, int], int]) -> str:
+    return ",".join(f"{t}/{p}@{o}" for (t, p), o in sorted(offsets.items()))
 
 
 class KafkaIO:
@@ -76,7 +104,7 @@ class KafkaIO:
         self,
         settings: Settings,
         *,
-        on_revoked: Callable[[set[TopicPartition]], None] = lambda _: None,
+        on_revoked: Callable[[set[TopicPartition]], Offsets] = lambda _: {},
         on_assigned: Callable[[set[TopicPartition]], None] = lambda _: None,
         consumer_overrides: Mapping[str, Any] | None = None,
     ) -> None:
@@ -95,7 +123,7 @@ class KafkaIO:
             self._consumer = KafkaConsumer(**consumer_options(self.settings, **self._overrides))
             self._consumer.subscribe(
                 [self.settings.events_topic],
-                listener=_Listener(self._on_revoked, self._on_assigned),
+                listener=_Listener(self, self._on_revoked, self._on_assigned),
             )
         return self._consumer
 
@@ -147,7 +175,7 @@ class KafkaIO:
         (a failure is logged: the next commit, or a redelivery the guard skips, covers it)."""
         if not offsets:
             return
-        tps = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        tps = _offsets_and_metadata(offsets)
         if sync:
             self.consumer.commit(tps)
         else:

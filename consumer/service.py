@@ -21,6 +21,7 @@ uncommitted (the new owner re-reads it).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -103,6 +104,9 @@ class ConsumerService:
         self._stop = False
         self._pending: dict[tuple[str, int], int] = {}  # written, not yet committed
         self._committed: dict[tuple[str, int], int] = {}  # last commit sent, per partition
+        # The revoke hook runs on kafka-python's IO thread: offsets bookkeeping is shared.
+        # Never held across a commit (the IO thread may need it while the commit waits).
+        self._offsets_lock = threading.Lock()
         self._generation = 0  # bumped on every revoke: a batch in retry is then dropped
         self._sizes_at = -float("inf")
         self.cache = StateCache()
@@ -248,9 +252,10 @@ class ConsumerService:
             return  # dropped uncommitted (revoked or stopping while Redis was down)
         self.kafka.send_dead_letters(step.dead_letters)
         self.kafka.send_changes(step.changes)
-        for r in records:
-            key = (r.topic, r.partition)
-            self._pending[key] = max(self._pending.get(key, 0), r.offset + 1)
+        with self._offsets_lock:
+            for r in records:
+                key = (r.topic, r.partition)
+                self._pending[key] = max(self._pending.get(key, 0), r.offset + 1)
         self._checkpoint_with_retries(summary)
         self._record(step, records, time.perf_counter() - started, summary)
 
@@ -334,29 +339,45 @@ class ConsumerService:
         guard skips); on revoke and shutdown it is synchronous.
         """
         self.kafka.flush()
-        if sync:  # again, synchronously, what async commits may still have in flight
-            owned = {(tp.topic, tp.partition) for tp in self.kafka.assignment()}
-            offsets = {k: v for k, v in self._committed.items() if k in owned}
-            offsets.update(self._pending)
-        else:
-            offsets = self._pending
+        with self._offsets_lock:
+            committing = dict(self._pending)
+            offsets = dict(committing)
+            if sync:  # again, synchronously, what async commits may still have in flight
+                owned = {(tp.topic, tp.partition) for tp in self.kafka.assignment()}
+                offsets = {k: v for k, v in self._committed.items() if k in owned} | committing
         if offsets:
-            self.kafka.commit(offsets, sync=sync)
-            self._committed.update(self._pending)
-            self._pending = {}
+            self.kafka.commit(offsets, sync=sync)  # may raise: the pending stay for a retry
+            with self._offsets_lock:
+                self._committed.update(committing)
+                for key, offset in committing.items():
+                    if self._pending.get(key) == offset:
+                        del self._pending[key]
 
     # -- rebalance ----------------------------------------------------------------------------
 
-    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+    def _on_revoked(self, revoked: set[TopicPartition]) -> dict[tuple[str, int], int]:
+        """Rebalance checkpoint (on kafka-python's IO thread, see :mod:`consumer.kafka_io`).
+
+        Flushes dead letters and changes, then returns every offset whose state is written
+        for the listener to commit before the partitions go. If the flush fails nothing is
+        committed: the next owner re-reads, and the guard skips what is already applied.
+        """
         self._generation += 1
         self.cache.clear()  # another instance may write these customers from now on
-        try:
-            self._checkpoint()
-        except Exception as exc:  # commit may fail mid-rebalance; the guard covers a replay
-            logger.warning("checkpoint on revoke failed error=%r", str(exc))
         gone = {(tp.topic, tp.partition) for tp in revoked}
-        self._committed = {k: v for k, v in self._committed.items() if k not in gone}
+        try:
+            self.kafka.flush()
+            flushed = True
+        except Exception as exc:
+            logger.warning("flush on revoke failed error=%r; not committing", str(exc))
+            flushed = False
+        with self._offsets_lock:
+            offsets = {k: v for k, v in self._committed.items() if k in gone} | self._pending
+            self._committed.update(self._pending)
+            self._pending = {}
+            self._committed = {k: v for k, v in self._committed.items() if k not in gone}
         logger.info("partitions revoked partitions=%s", _tps(revoked))
+        return offsets if flushed else {}
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.metrics.assigned.set(len(self.kafka.assignment()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,8 +110,12 @@ def test_redis_restarted_mid_stream_pauses_then_resumes_with_state_equal(
 
 
 def test_two_consumers_rebalance_mid_stream_and_share_one_model(
-    settings: Settings, world: World, create_topic: Callable[..., str]
+    settings: Settings,
+    world: World,
+    create_topic: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="consumer")
     settings = settings.replace(max_poll_records=200)
     create_topic(settings.events_topic, 4)
     store = publish(settings, world)
@@ -153,6 +158,9 @@ def test_two_consumers_rebalance_mid_stream_and_share_one_model(
     assert sa.applied + sb.applied == total  # redelivered records after the rebalance: skipped
     assert final_commit == total
     assert_redis_equals_batch(store, world, world.stream)
+    # the rebalance checkpoint ran: flushed, then committed before the partitions went
+    assert "committed on revoke" in caplog.text
+    assert "revoke failed" not in caplog.text
 
     # one shared model: after a sync round both instances assign with the same centroids
     pa = sync_a.maybe_sync(a.processor, force=True)
