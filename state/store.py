@@ -195,7 +195,7 @@ class CustomerStore(abc.ABC):
 # -- the guard, in Python (the Lua scripts of state.redis_store are its twin) -----------------
 
 
-def update_fields(update: CustomerUpdate) -> tuple[dict[str, str], list[str]]:
+def update_fields(update: CustomerUpdate | CustomerSeed) -> tuple[dict[str, str], list[str]]:
     """Hash fields to set and fields to delete for an update (state + segment)."""
     fields = K.encode_state(update.state)
     absent = [f for f in K.STATE_FIELDS if f not in fields]
@@ -207,13 +207,8 @@ def update_fields(update: CustomerUpdate) -> tuple[dict[str, str], list[str]]:
 
 
 def seed_fields(seed: CustomerSeed) -> tuple[dict[str, str], list[str]]:
-    """Hash fields to set and to delete for an offline seed (includes ``_as_of``)."""
-    fields = K.encode_state(seed.state)
-    absent = [f for f in K.STATE_FIELDS if f not in fields]
-    fields[K.SEGMENT_ID] = str(int(seed.segment_id))
-    fields[K.SEGMENT_NAME] = seed.segment_name
-    fields[K.MODEL_VERSION] = seed.model_version
-    fields[K.UPDATED_AT] = K.number(seed.updated_at)
+    """Hash fields to set and to delete for an offline seed: an update's, plus ``_as_of``."""
+    fields, absent = update_fields(seed)
     fields[K.AS_OF] = K.number(seed.as_of)
     return fields, absent
 
