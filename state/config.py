@@ -325,8 +325,8 @@ def add_settings_flags(parser: argparse.ArgumentParser, names: Iterable[str]) ->
         )
 
 
-KAFKA_FLAGS = (
-    "kafka_bootstrap_servers",
+#: Security settings of each client (SASL/TLS, password/TLS): the ones a deployment must give.
+KAFKA_SECURITY = (
     "kafka_security_protocol",
     "kafka_sasl_mechanism",
     "kafka_sasl_username",
@@ -335,7 +335,9 @@ KAFKA_FLAGS = (
     "kafka_ssl_certfile",
     "kafka_ssl_keyfile",
 )
-REDIS_FLAGS = ("redis_url", "redis_password", "redis_tls_ca", "redis_prefix")
+REDIS_SECURITY = ("redis_password", "redis_tls_ca")
+KAFKA_FLAGS = ("kafka_bootstrap_servers", *KAFKA_SECURITY)
+REDIS_FLAGS = ("redis_url", *REDIS_SECURITY, "redis_prefix")
 TOPIC_FLAGS = ("events_topic", "dlq_topic", "changes_topic")
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from state.config import Settings, env_names, mask_url
+from state.config import KAFKA_SECURITY, REDIS_SECURITY, Settings, env_names, mask_url
 from state.devstack import RedisServer, TansuBroker, wait_until
 
 logger = logging.getLogger(__name__)
@@ -107,18 +107,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 # For servers given in the environment, their security settings are carried over too (your
 # own Kafka/Redis may need SASL, TLS or a password); nothing else is, so tunables in your
 # shell cannot bend the tests, and servers the fixtures start get no security at all.
-_SECURITY = {
-    "kafka": (
-        "kafka_security_protocol",
-        "kafka_sasl_mechanism",
-        "kafka_sasl_username",
-        "kafka_sasl_password",
-        "kafka_ssl_cafile",
-        "kafka_ssl_certfile",
-        "kafka_ssl_keyfile",
-    ),
-    "redis": ("redis_password", "redis_tls_ca"),
-}
+_SECURITY = {"kafka": KAFKA_SECURITY, "redis": REDIS_SECURITY}
 
 
 @pytest.fixture(scope="session")
