@@ -28,7 +28,14 @@ from prometheus_client import (
     generate_latest,
 )
 
-from state.store import CustomerSeed, CustomerStore, CustomerUpdate, StoredCustomer, WriteResult
+from state.store import (
+    CustomerSeed,
+    CustomerStore,
+    CustomerUpdate,
+    SeedColumns,
+    StoredCustomer,
+    WriteResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +205,9 @@ class TimedStore(CustomerStore):
 
     def put_initial_many(self, seeds: Sequence[CustomerSeed]) -> list[WriteResult]:
         return self.inner.put_initial_many(seeds)
+
+    def put_initial_columns(self, columns: SeedColumns) -> list[WriteResult]:
+        return self.inner.put_initial_columns(columns)
 
     def segment_sizes(self) -> dict[int, int]:
         with self._seconds.labels(op="segment_sizes").time():

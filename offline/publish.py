@@ -2,8 +2,8 @@
 
 Order: (1) the model goes into the registry (immutable; publishing the same model again
 is a no-op), (2) every customer's initial state, segment and snapshot time ``as_of`` is
-written with :meth:`state.store.CustomerStore.put_initial_many` in batches (one pipelined
-round trip each), (3) the current-model pointer is switched. Re-running is harmless: the
+written with :meth:`state.store.CustomerStore.put_initial_columns` in batches (two pipelined
+round trips each; new customers are created without a Lua call, see :mod:`state.redis_seed`), (3) the current-model pointer is switched. Re-running is harmless: the
 registry accepts the identical model, seeds are idempotent and never overwrite a customer
 that already holds a newer snapshot or a later event, and the pointer is set again.
 
@@ -16,19 +16,21 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from offline.artifacts import read_assignments, read_model, read_states
 from state.model import SegmentModel
-from state.store import CustomerSeed, CustomerStore
+from state.store import CustomerStore, SeedColumns
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 2_000
+DEFAULT_BATCH = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,14 +48,16 @@ class PublishSummary:
         return self.customers / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _column(frame: pd.DataFrame, name: str, kind: str) -> list:
+def _column(frame: pd.DataFrame, name: str, kind: str) -> Sequence[Any]:
+    """One state column as the store takes it: int64 / float64 arrays (NaN = unknown) or
+    a list of str or None."""
     values = frame[name]
     if kind == "int":
-        return values.fillna(0).astype("int64").tolist()
+        return values.fillna(0).to_numpy(dtype="int64")
     if kind == "str":
         return [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
                 for v in values.tolist()]  # fmt: skip
-    return [None if math.isnan(v) else v for v in values.astype(float).tolist()]
+    return values.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def iter_seeds(
@@ -62,10 +66,10 @@ def iter_seeds(
     model: SegmentModel,
     *,
     batch_size: int = DEFAULT_BATCH,
-) -> Iterator[list[CustomerSeed]]:
-    """Batches of seeds: state + segment of every customer of the fit, in file order."""
+) -> Iterator[SeedColumns]:
+    """Batches of seeds (as columns): state + segment of every customer, in file order."""
     from state.batch import INT_FIELDS, STR_FIELDS
-    from state.features import STATE_FIELDS, CustomerState
+    from state.features import STATE_FIELDS
 
     as_of = float(model.as_of) if model.as_of is not None else 0.0
     seg = assignments["segment_id"].reindex(states.index)
@@ -73,25 +77,19 @@ def iter_seeds(
     updated_at = float(model.created_at)
     for lo in range(0, len(states), batch_size):
         part = states.iloc[lo : lo + batch_size]
-        cols = {
-            f: _column(part, f, "int" if f in INT_FIELDS else "str" if f in STR_FIELDS else "f")
-            for f in STATE_FIELDS
-        }
         ids = seg.iloc[lo : lo + batch_size].astype("int64").tolist()
-        rows = zip(*(cols[f] for f in STATE_FIELDS), strict=True)
-        batch = [
-            CustomerSeed(
-                customer_id=str(cid),
-                state=CustomerState(**dict(zip(STATE_FIELDS, values, strict=True))),
-                segment_id=sid,
-                segment_name=names[sid],
-                model_version=model.version,
-                updated_at=updated_at,
-                as_of=as_of,
-            )
-            for cid, sid, values in zip(part.index, ids, rows, strict=True)
-        ]
-        yield batch
+        yield SeedColumns(
+            customer_ids=[str(c) for c in part.index],
+            states={
+                f: _column(part, f, "int" if f in INT_FIELDS else "str" if f in STR_FIELDS else "f")
+                for f in STATE_FIELDS
+            },
+            segment_ids=ids,
+            segment_names=[names[sid] for sid in ids],
+            model_version=model.version,
+            updated_at=updated_at,
+            as_of=as_of,
+        )
 
 
 def publish(
@@ -114,7 +112,7 @@ def publish(
     created = bool(registry.publish(model))  # type: ignore[attr-defined]
     total, done, written = len(states), 0, 0
     for batch in iter_seeds(states, assignments, model, batch_size=batch_size):
-        results = store.put_initial_many(batch)
+        results = store.put_initial_columns(batch)
         written += sum(r.applied for r in results)
         done += len(batch)
         if progress is not None:

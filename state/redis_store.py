@@ -41,6 +41,7 @@ from state.store import (
     CustomerSeed,
     CustomerStore,
     CustomerUpdate,
+    SeedColumns,
     StoredCustomer,
     WriteResult,
     last_event_score,
@@ -404,6 +405,13 @@ class RedisStore(CustomerStore):
         for reply in self._roundtrip(payload, len(changed)):
             if isinstance(reply, Exception):
                 raise StoreError(f"HINCRBY of segment sizes failed: {reply}")
+
+    def put_initial_columns(self, columns: SeedColumns) -> list[WriteResult]:
+        """:meth:`put_initial_many` of ``columns``, with new customers created without Lua
+        (``HSET`` of a staging key + ``RENAMENX``; :mod:`state.redis_seed`)."""
+        from state.redis_seed import put_new_then_guarded  # it builds on this module
+
+        return put_new_then_guarded(self, columns)
 
     # -- maintenance --------------------------------------------------------------------------
 

@@ -31,11 +31,12 @@ from __future__ import annotations
 import abc
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import TracebackType
+from typing import Any
 
 from state import keys as K
-from state.features import CustomerState
+from state.features import STATE_FIELDS, CustomerState
 from state.ids import validate_customer_id
 
 
@@ -115,6 +116,77 @@ class CustomerSeed:
     as_of: float
 
 
+@dataclass(frozen=True, kw_only=True)
+class SeedColumns:
+    """Many customers' seeds as columns: the offline publish's form of :class:`CustomerSeed`.
+
+    ``states`` holds one list per :class:`CustomerState` attribute, one value per customer
+    (``None``, or NaN in a float column, = unknown; NumPy arrays are welcome); the segment
+    and the model fields are as in a seed. A store may write columns faster than rows;
+    :meth:`seeds` gives the rows.
+
+    >>> cols = SeedColumns(customer_ids=["a"], states={"orders": [2]}, segment_ids=[1],
+    ...     segment_names=["Loyal"], model_version="m1", updated_at=10.0, as_of=5.0)
+    >>> seed = cols.seeds()[0]
+    >>> seed.customer_id, seed.state.orders, seed.state.items, seed.segment_name
+    ('a', 2, 0, 'Loyal')
+    """
+
+    customer_ids: Sequence[str]
+    states: Mapping[str, Sequence[Any]]  # attribute -> values; a missing one is the default
+    segment_ids: Sequence[int]
+    segment_names: Sequence[str]
+    model_version: str
+    updated_at: float
+    as_of: float
+
+    def __post_init__(self) -> None:
+        n = len(self.customer_ids)
+        lengths = {len(self.segment_ids), len(self.segment_names)}
+        lengths |= {len(v) for v in self.states.values()}
+        if lengths - {n}:
+            raise ValueError(f"seed columns of unequal length: {sorted(lengths | {n})}")
+        unknown = set(self.states) - set(STATE_FIELDS)
+        if unknown:
+            raise ValueError(f"not CustomerState attributes: {sorted(unknown)}")
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+    def seeds(self) -> list[CustomerSeed]:
+        """The same seeds as rows."""
+        names = list(self.states)
+        rows = (
+            zip(*(_python_values(a, self.states[a]) for a in names), strict=True) if names else None
+        )
+        out = []
+        for i, cid in enumerate(self.customer_ids):
+            values = next(rows) if rows is not None else ()
+            out.append(
+                CustomerSeed(
+                    customer_id=cid,
+                    state=CustomerState(**dict(zip(names, values, strict=True))),  # type: ignore[arg-type]
+                    segment_id=int(self.segment_ids[i]),
+                    segment_name=self.segment_names[i],
+                    model_version=self.model_version,
+                    updated_at=self.updated_at,
+                    as_of=self.as_of,
+                )
+            )
+        return out
+
+
+def _python_values(attr: str, values: Sequence[Any]) -> list[Any]:
+    """A state column as Python values (NumPy scalars would print differently), NaN -> None."""
+    out = values.tolist() if hasattr(values, "tolist") else list(values)
+    if attr in _FLOAT_ATTRS:
+        out = [None if v is not None and v != v else v for v in out]
+    return out
+
+
+_FLOAT_ATTRS = frozenset(f.name for f in fields(CustomerState) if "float" in str(f.type))
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """Outcome of one guarded write: applied or skipped, and the segment before it."""
@@ -164,6 +236,11 @@ class CustomerStore(abc.ABC):
         or already holds an event after the seed's ``as_of`` (its ``decay_ts``).
         Offsets already recorded are kept.
         """
+
+    def put_initial_columns(self, columns: SeedColumns) -> list[WriteResult]:
+        """:meth:`put_initial_many` of ``columns.seeds()``, same rules and results; stores
+        may write columns faster (the Redis store creates new customers without Lua)."""
+        return self.put_initial_many(columns.seeds())
 
     @abc.abstractmethod
     def segment_sizes(self) -> dict[int, int]:

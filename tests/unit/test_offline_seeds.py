@@ -79,4 +79,4 @@ def test_iter_seeds_batches_in_file_order(tmp_path: Path) -> None:
 
     d = _fit_dir(tmp_path)
     batches = list(iter_seeds(read_states(d), read_assignments(d), read_model(d), batch_size=2))
-    assert [[s.customer_id for s in b] for b in batches] == [["a", "c"], ["b", "d"]]
+    assert [list(b.customer_ids) for b in batches] == [["a", "c"], ["b", "d"]]
