@@ -90,7 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     pub = off.add_parser("publish", help="model to the registry, customers to Redis, switch")
     pub.add_argument("dir", type=Path, help="a directory written by 'offline fit'")
-    pub.add_argument("--batch-size", type=int, default=2_000, help="customers per round trip")
+    pub.add_argument(
+        "--batch-size",
+        type=int,
+        default=10_000,  # offline.publish.DEFAULT_BATCH (not imported: pandas)
+        help="customers per batch (default %(default)s)",
+    )
     add_settings_flags(pub, REDIS_FLAGS)
     pub.set_defaults(func=cmd_publish)
 
