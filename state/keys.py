@@ -415,15 +415,6 @@ class Keys:
         """Hash of one customer (segment, state, profile, bookkeeping)."""
         return f"{self.base}:customer:{validate_customer_id(customer_id)}"
 
-    def seed_staging(self, customer_id: str) -> str:
-        """Staging hash of a new customer's offline seed, renamed onto :meth:`customer`
-        (``RENAMENX``) at once; its hash tag is the customer key, so both share a slot.
-
-        >>> Keys("seg").seed_staging("CS1")
-        '{seg:v1:customer:CS1}:seed'
-        """
-        return "{" + self.customer(customer_id) + "}:seed"
-
     def customer_id_of(self, key: str | bytes) -> str:
         """The customer id in a customer key (inverse of :meth:`customer`).
 
@@ -482,7 +473,6 @@ class Keys:
         """
         return {
             "customer": f"{self.base}:customer:<customer_id>",
-            "seed_staging": "{" + f"{self.base}:customer:<customer_id>" + "}:seed",
             "model": f"{self.base}:model:<version>",
             "model_current": self.model_current,
             "models": self.models,

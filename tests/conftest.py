@@ -222,14 +222,12 @@ def unique(request: pytest.FixtureRequest) -> Unique:
 
 @pytest.fixture
 def redis_client(redis_url: str, unique: Unique, client_security: Settings) -> Iterator[Any]:
-    """A ``redis.Redis`` (bytes replies) on the session's Redis; cleans ``unique.prefix*``
-    (and ``{unique.prefix*``, seed staging keys)."""
+    """A ``redis.Redis`` (bytes replies) on the session's Redis; cleans ``unique.prefix*``."""
     import redis
 
     client = redis.Redis.from_url(redis_url, **client_security.redis_client_options())
     yield client
     keys = list(client.scan_iter(match=f"{unique.prefix}*", count=1000))
-    keys += client.scan_iter(match=f"{{{unique.prefix}*", count=1000)  # staging keys ({...}:seed)
     if keys:
         client.delete(*keys)
     client.close()

@@ -1,5 +1,5 @@
 """The publish's fast path on a real Redis: new customers are created without Lua
-(staging hash + RENAMENX), exactly as the guarded script would have written them;
+(RESTORE of a serialised hash), exactly as the guarded script would have written them;
 existing ones still go through the guard."""
 
 from __future__ import annotations
@@ -7,12 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from state import keys as K
+from state import redis_seed
 from state.features import CustomerState
+from state.redis_seed import dump_hashes
 from state.redis_store import RedisStore
 from state.store import CustomerUpdate
 from tests.unit.test_keys import states
@@ -22,13 +25,23 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stores(redis_url: str, redis_client: Any, unique: Any) -> Iterator[tuple[Any, ...]]:
+def strict_redis(redis_client: Any) -> Iterator[Any]:
+    """The session's Redis checking every RESTORE payload in depth (``sanitize-dump-payload
+    yes``): a malformed serialisation is refused instead of loaded."""
+    before = redis_client.config_get("sanitize-dump-payload")["sanitize-dump-payload"]
+    redis_client.config_set("sanitize-dump-payload", "yes")
+    yield redis_client
+    redis_client.config_set("sanitize-dump-payload", before)
+
+
+@pytest.fixture
+def stores(redis_url: str, strict_redis: Any, unique: Any) -> Iterator[tuple[Any, ...]]:
     """Two stores on one server under two prefixes (columns / rows) and the raw client."""
     with (
         RedisStore.from_url(redis_url, prefix=unique.prefix) as cols,
         RedisStore.from_url(redis_url, prefix=unique.prefix + "-rows") as rows,
     ):
-        yield cols, rows, redis_client
+        yield cols, rows, strict_redis
 
 
 def without_version(fields: dict[str, str]) -> dict[str, str]:
@@ -52,7 +65,7 @@ def test_new_customers_get_the_hash_the_guarded_script_writes(
         assert without_version(got) == without_version(want)
         assert list(got) == list(want)  # same field order: HGETALL reads the same
         assert int(got[K.VERSION]) > 1_700_000_000 * 10**6  # the server clock in µs
-        assert not client.exists(fast._keys.seed_staging(cid))
+        assert client.object("encoding", fast._keys.customer(cid)) == b"listpack"
 
 
 def test_sizes_index_and_ttl_follow_a_fast_publish(
@@ -95,8 +108,8 @@ def test_existing_customers_keep_the_guard(redis_url: str, redis_client: Any, un
 def test_a_customer_created_between_the_round_trips_goes_through_the_guard(
     redis_url: str, redis_client: Any, unique: Any
 ) -> None:
-    """RENAMENX answers 0 when a consumer created the hash after the EXISTS check: the
-    staging key is dropped and the guarded seed decides (here: the event is later, skip)."""
+    """RESTORE answers BUSYKEY when a consumer created the hash after the EXISTS check:
+    the guarded seed decides (here: the event is later, skip)."""
     cols = columns_of([CustomerState(orders=1, decay_ts=1_749_999_000.0)] * 2)
     with RedisStore.from_url(redis_url, prefix=unique.prefix) as store:
         real = store._roundtrip
@@ -116,16 +129,46 @@ def test_a_customer_created_between_the_round_trips_goes_through_the_guard(
         results = store.put_initial_columns(cols)
         assert [(r.applied, r.previous_segment_id) for r in results] == [(False, 2), (True, None)]
         assert store.raw_fields("c0")["orders"] == "7"
-        assert not redis_client.exists(store._keys.seed_staging("c0"))
         assert store.segment_sizes() == {1: 1}
 
 
-def test_a_staging_hash_left_by_a_crashed_publish_is_replaced(
-    redis_url: str, redis_client: Any, unique: Any
+def test_the_payload_is_what_dump_gives(strict_redis: Any, unique: Any) -> None:
+    """Byte for byte Redis' own DUMP of the same hash (text values, so that Redis keeps
+    them as strings; no compression), but for the RDB version and hence the CRC."""
+    key = f"{unique.prefix}:dump"
+    pairs = [(b"segment_name", b"High-Spenders"), (b"gross", b"12.50"), (b"x" * 70, b"y" * 200)]
+    config = {"rdbcompression": "no", "hash-max-listpack-value": "256"}  # long values stay
+    before = {name: strict_redis.config_get(name)[name] for name in config}
+    for name, value in config.items():
+        strict_redis.config_set(name, value)
+    try:
+        strict_redis.hset(key, mapping=dict(pairs))
+        theirs = strict_redis.dump(key)
+    finally:
+        for name, value in before.items():
+            strict_redis.config_set(name, value)
+    ours = dump_hashes([(f, pa.array([v.decode()])) for f, v in pairs])[0].as_py()
+    assert ours[:-10] == theirs[:-10]
+    assert strict_redis.restore(f"{key}:copy", 0, ours)
+    assert strict_redis.hgetall(f"{key}:copy") == dict(pairs)
+
+
+def test_customers_the_fast_path_cannot_take_go_through_the_guard(
+    redis_url: str,
+    strict_redis: Any,
+    unique: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A text value too long for it, or a server that refuses the serialisation (here: an
+    RDB version from the future): the guarded script writes them, with the same result."""
+    rows = [CustomerState(orders=1, gender="F" * 300), CustomerState(orders=2, gender="M")]
     with RedisStore.from_url(redis_url, prefix=unique.prefix) as store:
-        redis_client.hset(store._keys.seed_staging("c0"), mapping={"age": "99", "orders": "5"})
-        store.put_initial_columns(columns_of([CustomerState(orders=1)]))
-        assert "age" not in store.raw_fields("c0")
-        assert store.raw_fields("c0")["orders"] == "1"
-        assert not redis_client.exists(store._keys.seed_staging("c0"))
+        assert [r.applied for r in store.put_initial_columns(columns_of(rows))] == [True, True]
+        assert store.raw_fields("c0")["gender"] == "F" * 300
+        monkeypatch.setattr(redis_seed, "_RDB_VERSION", 99)
+        cols = columns_of(rows, customer_ids=["d0", "d1"])
+        assert [r.applied for r in store.put_initial_columns(cols)] == [True, True]
+        assert store.get("d1").state == rows[1]
+        assert "refused 1 seed payloads" in caplog.text  # d0 never tried: gender too long
+        assert store.segment_sizes() == {0: 2, 1: 2}
