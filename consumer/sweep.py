@@ -9,7 +9,8 @@ default murmur2 partitioning), so a sweep never races the instance's own event w
 
 A re-evaluated customer gets the segment of its features at ``now`` under the current
 centroids; when that differs, the segment fields are written by a small Lua script,
-guarded by the stored ``decay_ts`` (a customer who bought meanwhile is left alone), and
+guarded by the stored ``decay_ts`` (a customer who bought meanwhile is left alone), with
+the write version ``_v`` bumped in the same step (docs/redis-schema.md), and
 a ``segment-changes`` event with reason ``sweep`` is emitted. The sweep does not learn:
 the customer's point stays where its last event put it in the online model, and a
 marker (``<prefix>:v1:swept``: ``<model version>|<decay_ts>|<segment id>``, written
@@ -38,12 +39,22 @@ DEFAULT_BOUNDARIES_DAYS = (7.0, 30.0, 60.0, 90.0, 180.0, 365.0)
 DAY = 86_400.0
 
 # KEYS[1] customer hash; ARGV: expected decay_ts, segment_id, segment_name, model_version,
-# updated_at. Writes the segment only if no event arrived since the sweep read the state.
+# updated_at. Writes the segment only if no event arrived since the sweep read the state,
+# and bumps the write version _v like the guard script (state/guarded_write.lua): a store
+# that remembers this customer's record must see that it moved (its diffs leave out
+# segment fields that did not change against the remembered record).
 SWEEP_WRITE = """
-local cur = redis.call('HMGET', KEYS[1], 'decay_ts', 'segment_id')
+local cur = redis.call('HMGET', KEYS[1], 'decay_ts', 'segment_id', '_v')
 if cur[1] ~= ARGV[1] then return {0, cur[2]} end
+local version
+if cur[3] then
+  version = tonumber(cur[3]) + 1
+else
+  local now = redis.call('TIME')
+  version = tonumber(now[1]) * 1000000 + tonumber(now[2])
+end
 redis.call('HSET', KEYS[1], 'segment_id', ARGV[2], 'segment_name', ARGV[3],
-           'model_version', ARGV[4], 'updated_at', ARGV[5])
+           'model_version', ARGV[4], 'updated_at', ARGV[5], '_v', string.format('%d', version))
 return {1, cur[2]}
 """
 

@@ -197,26 +197,24 @@ def state_pairs(
 def memo_number() -> Callable[[float], str]:
     """:func:`number` with a memory, for values that repeat (times within a batch).
 
+    A hit is one C-level dict lookup (no Python call): the store calls this about five
+    times per customer write.
+
     >>> num = memo_number()
     >>> num(1750000000.5), num(1750000000.5), num(-0.0), num(0.0)
     ('1750000000.5', '1750000000.5', '-0', '0')
     """
-    memo: dict[float, str] = {}
+    return _NumberMemo().__getitem__
 
-    def num(value: float) -> str:
-        if not value:  # 0.0 and -0.0 are one dict key but two texts
-            return number(value)
-        text = memo.get(value)
-        if text is None:
-            text = memo[value] = number(value)
+
+class _NumberMemo(dict[float, str]):
+    """``memo[value]`` is ``number(value)``, computed on the first lookup."""
+
+    def __missing__(self, value: float) -> str:
+        text = number(value)
+        if value:  # 0.0 and -0.0 are one dict key but two texts: never stored
+            self[value] = text
         return text
-
-    return num
-
-
-def _moved(new: float | None, old: float | None) -> bool:
-    """True if ``new`` is written differently from ``old`` (``-0.0 == 0.0``, not the same text)."""
-    return new != old or (not new and repr(new) != repr(old))
 
 
 def state_diff(
@@ -248,37 +246,48 @@ def state_diff(
         pairs += ("discount", money(n.discount_cents))
     if n.items != o.items:
         pairs += ("items", str(n.items))
-    for name, v, w in (("first_ts", n.first_ts, o.first_ts), ("last_ts", n.last_ts, o.last_ts)):
-        if v != w or (not v and repr(v) != repr(w)):
-            if v is None:
-                absent.append(name)
-            else:
-                pairs += (name, num(v))
-    if _moved(n.spend_decayed, o.spend_decayed):
-        pairs += ("spend_decayed", repr(n.spend_decayed))
-    if _moved(n.orders_decayed, o.orders_decayed):
-        pairs += ("orders_decayed", repr(n.orders_decayed))
+    # Floats: "moved" is `v != w`, or -0.0 against 0.0 (equal, but written differently).
+    v, w = n.first_ts, o.first_ts
+    if v != w or (not v and repr(v) != repr(w)):
+        if v is None:
+            absent.append("first_ts")
+        else:
+            pairs += ("first_ts", num(v))
+    v, w = n.last_ts, o.last_ts
+    if v != w or (not v and repr(v) != repr(w)):
+        if v is None:
+            absent.append("last_ts")
+        else:
+            pairs += ("last_ts", num(v))
+    v, w = n.spend_decayed, o.spend_decayed
+    if v != w or (not v and repr(v) != repr(w)):
+        pairs += ("spend_decayed", repr(v))
+    v, w = n.orders_decayed, o.orders_decayed
+    if v != w or (not v and repr(v) != repr(w)):
+        pairs += ("orders_decayed", repr(v))
     v, w = n.decay_ts, o.decay_ts
     if v != w or (not v and repr(v) != repr(w)):
         if v is None:
             absent.append("decay_ts")
         else:
             pairs += ("decay_ts", num(v))
-    if n.age is not o.age and _moved(n.age, o.age):
-        if n.age is None:
+    v, w = n.age, o.age
+    if v is not w and (v != w or (not v and repr(v) != repr(w))):
+        if v is None:
             absent.append("age")
         else:
-            pairs += ("age", number(n.age))
+            pairs += ("age", number(v))
     if n.gender != o.gender:
         if n.gender is None:
             absent.append("gender")
         else:
             pairs += ("gender", str(n.gender))
-    if n.annual_income is not o.annual_income and _moved(n.annual_income, o.annual_income):
-        if n.annual_income is None:
+    v, w = n.annual_income, o.annual_income
+    if v is not w and (v != w or (not v and repr(v) != repr(w))):
+        if v is None:
             absent.append("annual_income")
         else:
-            pairs += ("annual_income", number(n.annual_income))
+            pairs += ("annual_income", number(v))
     v, w = n.profile_ts, o.profile_ts
     if v != w or (not v and repr(v) != repr(w)):
         if v is None:

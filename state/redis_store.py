@@ -1,20 +1,23 @@
 """The Redis customer store: one pipelined round trip per batch, guarded by a Lua script.
 
 Each customer write is one ``EVALSHA`` of ``guarded_write.lua`` on the customer's key
-alone (one hash slot, as Redis Cluster requires). A batch is packed with hiredis and sent
-128 customers per socket write (Redis runs one chunk while the next is packed), then the
-replies are read back in order: redis-py's pipeline object costs more client CPU per
-command than Redis spends running the script (docs/benchmarks.md). Each record is one
-MessagePack argument.
+alone (one hash slot, as Redis Cluster requires), its record one MessagePack argument. A
+batch is framed by hand and sent 128 customers per socket write (Redis runs one chunk
+while the next is built); the replies are read straight from the socket with hiredis and
+dealt with as they arrive, while Redis still runs the later chunks: redis-py's pipeline
+object costs more client CPU per command than Redis spends running the script
+(docs/benchmarks.md).
 
 Diff writes: the store remembers, for up to ``remember`` customers, the state it last read
-or wrote and the record's version (``_v``, bumped by every applied guarded write). An
-update of a remembered customer sends only the state fields that changed (plus the
-segment fields and the offset), and the script applies it only if the stored version is
-still the remembered one; otherwise it answers "conflict" and the store resends the full
-record in a second round trip, so a stale diff is never applied. The last-event index (``ZADD GT``) rides in the same round trip;
-live segment sizes (``HINCRBY``) need the scripts' answers, so they follow in a second,
-small round trip and only when some segment changed.
+or wrote, its segment fields and the record's version (``_v``, bumped by every applied
+write: the guard script's and the recency sweep's). An update of a remembered customer
+sends only the state fields that changed, the offset and ``updated_at``, and the segment
+fields only if they differ from the remembered ones; the script applies it only if the
+stored version is still the remembered one. Otherwise it answers "conflict" and the store
+resends the full record in a second round trip, so a stale diff is never applied. The
+last-event index (``ZADD GT``) rides in the same round trip; live segment sizes
+(``HINCRBY``) need the scripts' answers, so they follow in a second, small round trip and
+only when some segment changed.
 
 Sizes are counters: a crash between the two round trips loses that batch's changes,
 and :meth:`RedisStore.recount_segment_sizes` rebuilds them from the customer hashes.
@@ -26,8 +29,10 @@ also one passed in.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
+from itertools import islice
 from typing import Any, TypeVar
 
 import msgspec
@@ -36,7 +41,7 @@ import redis
 from state import keys as K
 from state.errors import SegstreamError
 from state.features import CustomerState
-from state.ids import validate_customer_id
+from state.ids import CUSTOMER_ID_PATTERN, validate_customer_id
 from state.store import (
     CustomerSeed,
     CustomerStore,
@@ -45,14 +50,15 @@ from state.store import (
     StoredCustomer,
     WriteResult,
     last_event_score,
-    size_deltas,
 )
 
 _hiredis_pack: Callable[..., Any] | None
+_Reader: Callable[..., Any] | None
 try:  # hiredis is a declared dependency; the fallback keeps the store importable without it
+    from hiredis import Reader as _Reader
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover
-    _hiredis_pack = None
+    _hiredis_pack = _Reader = None
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +131,7 @@ class RedisStore(CustomerStore):
         self.keys_per_script = keys_per_script
         self.last_event_index = last_event_index
         self.remember = remember
-        self._seen: dict[str, tuple[str, CustomerState]] = {}  # id -> (version, state)
+        self._seen: dict[str, _Remembered] = {}  # id -> (version, state, segment)
         self._keys = K.Keys(prefix)
         self._sha: str | None = None
 
@@ -147,6 +153,11 @@ class RedisStore(CustomerStore):
         ``payload`` may be an iterable of chunks, packed lazily: Redis starts on the first
         chunk while the next one is being packed.
         """
+        return list(self._replies(payload, replies))
+
+    def _replies(self, payload: bytes | Iterable[bytes], replies: int) -> Iterator[Any]:
+        """:meth:`_roundtrip`, the replies yielded as they arrive: the caller works on the
+        first ones while Redis still runs the commands after them."""
         pool = self.client.connection_pool
         try:
             conn = pool.get_connection()
@@ -157,14 +168,8 @@ class RedisStore(CustomerStore):
         try:
             for chunk in [payload] if isinstance(payload, bytes) else payload:
                 conn.send_packed_command([chunk], check_health=False)
-            out: list[Any] = []
-            for _ in range(replies):
-                try:
-                    out.append(conn.read_response())
-                except redis.ResponseError as exc:  # the reply was read; the stream is in step
-                    out.append(exc)
-            return out
-        except redis.RedisError as exc:
+            yield from _read_replies(conn, replies)
+        except (redis.RedisError, OSError) as exc:
             conn.disconnect()
             raise StoreError(f"Redis error: {exc}") from exc
         except BaseException:
@@ -198,20 +203,27 @@ class RedisStore(CustomerStore):
             out[cid] = stored
             version = fields.get(K.VERSION)
             if stored is not None and version is not None:
-                self._note(cid, version, stored.state)
+                segment = (stored.segment_id, stored.segment_name, stored.model_version)
+                self._note(cid, (version, stored.state, *segment))
             else:
                 self._seen.pop(cid, None)
         return out
 
-    def _note(self, customer_id: str, version: str, state: CustomerState) -> None:
+    def _note(self, customer_id: str, record: _Remembered) -> None:
         """Remember the record a customer's hash now holds (least recently noted go first)."""
         if self.remember <= 0:
             return
         seen = self._seen
         seen.pop(customer_id, None)
-        seen[customer_id] = (version, state)
-        while len(seen) > self.remember:
-            del seen[next(iter(seen))]
+        seen[customer_id] = record
+        self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        seen = self._seen
+        excess = len(seen) - max(0, self.remember)
+        if excess > 0:
+            for cid in list(islice(seen, excess)):
+                del seen[cid]
 
     def raw_fields(self, customer_id: str) -> dict[str, str]:
         """Every field of a customer's hash, as stored (for tests and debugging)."""
@@ -243,18 +255,35 @@ class RedisStore(CustomerStore):
     def apply_many(self, updates: Sequence[CustomerUpdate]) -> list[WriteResult]:
         seen = self._seen
         num = K.memo_number()  # event_ts, decay_ts, last_ts and the index score often agree
+        parts: dict[int, str] = {}  # partition -> its offset field
+        state_pairs, state_diff = K.state_pairs, K.state_diff
 
         def record(u: CustomerUpdate, diff: bool = True) -> list[Any]:
+            """The script's record; a diff of a remembered customer leaves out the segment
+            fields when they equal the remembered ones (any writer of them bumps ``_v``)."""
             base = seen.get(u.customer_id) if diff else None
+            part = parts.get(u.partition)
+            if part is None:
+                part = parts[u.partition] = K.partition_field(u.partition)
             if base is None:
+                pairs, absent = state_pairs(u.state, num)
                 expect = ""
-                pairs, absent = K.state_pairs(u.state, num)
             else:
-                expect = base[0]
-                pairs, absent = K.state_diff(base[1], u.state, num)
+                expect, old, segment_id, segment_name, model_version = base
+                pairs, absent = state_diff(old, u.state, num)
+                if (
+                    segment_id == u.segment_id
+                    and segment_name == u.segment_name
+                    and model_version == u.model_version
+                ):
+                    return [
+                        "a", num(u.event_ts), len(absent), *absent,
+                        part, str(int(u.offset)), K.VERSION, expect,
+                        K.UPDATED_AT, num(u.updated_at), *pairs,
+                    ]  # fmt: skip
             return [
                 "a", num(u.event_ts), len(absent), *absent,
-                K.partition_field(u.partition), str(int(u.offset)), K.VERSION, expect,
+                part, str(int(u.offset)), K.VERSION, expect,
                 K.SEGMENT_ID, str(int(u.segment_id)), K.SEGMENT_NAME, u.segment_name,
                 K.MODEL_VERSION, u.model_version, K.UPDATED_AT, num(u.updated_at),
                 *pairs,
@@ -306,7 +335,7 @@ class RedisStore(CustomerStore):
         are bumped for the applied writes, also when some calls failed. With ``remember``,
         applied writes are remembered for later diffs; every other written id is forgotten.
         """
-        ids = [validate_customer_id(it.customer_id) for it in items]  # all, before any write
+        ids = _valid_ids([it.customer_id for it in items])  # all, before any write
         if not items:
             return []
         sha = self._script_sha()
@@ -314,82 +343,107 @@ class RedisStore(CustomerStore):
         per_call = max(1, self.keys_per_script)
         chunk = per_call * max(1, _CHUNK // per_call)
         base = self._keys.base + ":customer:"
-        records: list[tuple[str, list[Any]]] = []
         index: list[str] = []
 
         def stream() -> Iterator[bytes]:
+            nonlocal index
+            encode = _MSGPACK.encode
+            head, tail = _one_key_frame(sha, ttl)
             for lo in range(0, len(items), chunk):
-                part = [(base + it.customer_id, record_of(it)) for it in items[lo : lo + chunk]]
-                records.extend(part)
-                for it in items[lo : lo + chunk]:
+                part = items[lo : lo + chunk]
+                if per_call == 1:  # the default: frame each call here (cheaper than packing)
+                    cmds = []
+                    for it in part:  # (records are rebuilt if a call must be resent)
+                        rec = encode([record_of(it)])
+                        cmds.append(_one_key_command(head, base + it.customer_id, tail, rec))
+                        score = score_of(it)
+                        if score is not None:
+                            index += (num(score), it.customer_id)
+                    yield b"".join(cmds)
+                    continue
+                group = [(base + it.customer_id, record_of(it)) for it in part]
+                for it in part:
                     score = score_of(it)
                     if score is not None:
-                        index.extend((num(score), it.customer_id))
-                yield b"".join(_script_command(sha, ttl, g) for g in _chunks(part, per_call))
+                        index += (num(score), it.customer_id)
+                yield b"".join(_script_command(sha, ttl, g) for g in _chunks(group, per_call))
             if index:
                 yield pack_command(("ZADD", self._keys.last_event_index, "GT", *index))
 
         calls = -(-len(items) // per_call)
         has_index = any(score_of(it) is not None for it in items)
-        replies = self._roundtrip(stream(), calls + has_index)
-        groups = list(_chunks(records, per_call))
-        refused = [
-            i
-            for i, r in enumerate(replies[:calls])
-            if isinstance(r, redis.exceptions.NoScriptError)
-        ]
-        if refused:  # script cache flushed (restart, SCRIPT FLUSH): reload, resend those calls
-            self._sha = None
-            sha = self._script_sha()
-            again = self._roundtrip(
-                b"".join(_script_command(sha, ttl, groups[i]) for i in refused), len(refused)
-            )
-            for i, r in zip(refused, again, strict=True):
-                replies[i] = r
-        conflicts = [
-            g * per_call + n
-            for g, reply in enumerate(replies[:calls])
-            if not isinstance(reply, Exception)
-            for n in range(len(reply) // 3)
-            if reply[3 * n] == 2
-        ]
-        full: dict[int, list[Any]] = {}
-        if conflicts:  # diffs against a version no longer stored: resend those in full
-            resend = [(records[i][0], record_of(items[i], diff=False)) for i in conflicts]
-            again = self._roundtrip(
-                b"".join(_script_command(sha, ttl, [r]) for r in resend), len(conflicts)
-            )
-            full = {i: r for i, r in zip(conflicts, again, strict=True)}
-        results: list[WriteResult | None] = []
+        after: list[Any] = []  # the index ZADD's reply
+        again: list[int] = []  # items to send again, one by one in full (see answers())
+
+        def answers() -> Iterator[tuple[int, Any]]:
+            """``(item, [status, previous segment_id, version] or the call's error)``, read
+            as they arrive (the loop below works while Redis runs later chunks); then the
+            answers for ``again``: diffs the script refused (the stored version moved on)
+            and calls that found the script cache flushed (restart, ``SCRIPT FLUSH``)."""
+            nonlocal sha
+            replies = self._replies(stream(), calls + has_index)
+            if per_call == 1:
+                yield from enumerate(islice(replies, calls))
+            else:
+                for g, reply in enumerate(islice(replies, calls)):
+                    lo = g * per_call
+                    if isinstance(reply, Exception):
+                        yield from ((i, reply) for i in range(lo, min(len(items), lo + per_call)))
+                    else:
+                        yield from (
+                            (lo + k, reply[3 * k : 3 * k + 3]) for k in range(len(reply) // 3)
+                        )
+            after.extend(replies)
+            if not again:
+                return
+            if any(type(answer_of[i]) is redis.exceptions.NoScriptError for i in again):
+                self._sha = None
+                sha = self._script_sha()
+            resend = [(base + ids[i], record_of(items[i], diff=False)) for i in again]
+            payload = b"".join(_script_command(sha, ttl, [r]) for r in resend)
+            for i, answer in zip(list(again), self._replies(payload, len(again)), strict=True):
+                if type(answer) is not list or answer[0] == 2:  # full records are never refused
+                    answer = StoreError(f"resent in full: {answer}")
+                yield i, answer
+
+        results: list[WriteResult | None] = [None] * len(items)
+        answer_of: dict[int, Any] = {}  # first answers of the items in ``again``
         seen = self._seen
-        for g, reply in enumerate(replies[:calls]):
-            group_ids = ids[g * per_call : (g + 1) * per_call]
-            if isinstance(reply, Exception):
-                results.extend(None for _ in group_ids)
-                for cid in group_ids:
+        remember = remember and self.remember > 0
+        failed: list[Any] = []
+        deltas: dict[int, int] = {}  # live segment sizes (as state.store.size_deltas)
+        for i, answer in answers():
+            cid = ids[i]
+            if type(answer) is not list or answer[0] == 2:
+                if i not in answer_of and (
+                    type(answer) is redis.exceptions.NoScriptError or type(answer) is list
+                ):
+                    answer_of[i] = answer
+                    again.append(i)
+                else:  # the call's error
+                    failed.append(answer)
                     seen.pop(cid, None)
                 continue
-            for n, cid in enumerate(group_ids):
-                i = g * per_call + n
-                answer = reply[3 * n : 3 * n + 3]
-                if i in full:
-                    answer = full[i]
-                    if isinstance(answer, Exception):
-                        replies.append(answer)
-                        results.append(None)
-                        seen.pop(cid, None)
-                        continue
-                status, prev, version = answer
-                results.append(WriteResult(cid, status == 1, None if prev is None else int(prev)))
-                if remember and status == 1:
-                    text = version.decode() if isinstance(version, bytes) else str(version)
-                    self._note(cid, text, items[i].state)
-                else:
-                    seen.pop(cid, None)
+            status, prev, version = answer
+            if prev is not None:
+                prev = int(prev)
+            results[i] = WriteResult(cid, status == 1, prev)
+            it = items[i]
+            if remember and status == 1:
+                seen.pop(cid, None)
+                text = str(version) if type(version) is int else _text(version)
+                seen[cid] = (text, it.state, it.segment_id, it.segment_name, it.model_version)
+            else:
+                seen.pop(cid, None)
+            if status == 1 and prev != it.segment_id:
+                new = it.segment_id
+                if prev is not None:
+                    deltas[prev] = deltas.get(prev, 0) - 1
+                deltas[new] = deltas.get(new, 0) + 1
+        self._forget_oldest()
         # Count what was applied even if some calls failed: a retry would find them skipped.
-        done = [(r, it.segment_id) for r, it in zip(results, items, strict=True) if r is not None]
-        self._bump_sizes(size_deltas((r for r, _ in done), (seg for _, seg in done)))
-        for r in replies:
+        self._bump_sizes(deltas)
+        for r in failed + after:
             if isinstance(r, Exception):
                 raise StoreError(f"guarded write failed: {r}")
         return [r for r in results if r is not None]
@@ -455,6 +509,82 @@ def _none(_item: Any) -> None:
 
 _CHUNK = 128  # customers packed per socket write: Redis works on one while the next is packed
 _Item = TypeVar("_Item", CustomerUpdate, CustomerSeed)
+_Remembered = tuple[str, CustomerState, Any, Any, Any]
+"""What the store remembers of a customer's hash: ``_v``, the state, and the segment fields
+(``segment_id``, ``segment_name``, ``model_version``); one flat tuple (fewer objects for
+the garbage collector to visit)."""
+
+
+def _one_key_frame(sha: str, ttl: str) -> tuple[bytes, bytes]:
+    """The fixed parts of ``EVALSHA sha 1 <key> ttl <record>`` around the key (RESP)."""
+    head = pack_command(("EVALSHA", sha, "1"))
+    ttl_bulk = pack_command((ttl,))
+    return b"*6" + head[2:], ttl_bulk[ttl_bulk.index(b"\r\n") + 2 :]
+
+
+def _one_key_command(head: bytes, key: str, tail: bytes, blob: bytes) -> bytes:
+    """``EVALSHA sha 1 key ttl [record]``: :func:`_script_command` of one customer, framed
+    by hand (``key`` is ASCII: customer ids are; a unit test pins the two equal)."""
+    return b"%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (
+        head, len(key), key.encode(), tail, len(blob), blob
+    )  # fmt: skip
+
+
+_IDS = re.compile(f"(?:{CUSTOMER_ID_PATTERN}\n)*")
+
+
+def _valid_ids(ids: list[str]) -> list[str]:
+    """``ids`` if every one is a valid customer id (one regex over the batch), else the
+    first invalid one raises :class:`~state.errors.InvalidCustomerId`."""
+    try:
+        text = "\n".join(ids) + "\n"
+    except TypeError:  # not all strings
+        text = ""
+    ok = text.count("\n") == len(ids) and _IDS.fullmatch(text) is not None
+    return ids if ok else [validate_customer_id(c) for c in ids]
+
+
+def _reply_error(message: str) -> redis.ResponseError:
+    """An error reply as the exception redis-py would raise (kept as a value)."""
+    if message.startswith("NOSCRIPT"):
+        return redis.exceptions.NoScriptError(message)
+    return redis.ResponseError(message)
+
+
+_MORE = object()  # hiredis: no complete reply buffered yet
+
+
+def _read_replies(conn: Any, count: int) -> Iterator[Any]:
+    """The next ``count`` replies on a connection that is at a reply boundary (the pool
+    checks that no data is pending), as they arrive; error replies as exception values.
+
+    With hiredis and RESP2, a bare ``hiredis.Reader`` on the socket: redis-py's
+    ``read_response`` costs more per reply than our whole result loop (docs/benchmarks.md).
+    """
+    sock = getattr(conn, "_sock", None)
+    if _Reader is None or sock is None or getattr(conn, "protocol", 2) not in (2, "2", None):
+        for _ in range(count):  # pragma: no cover - the plain path, kept for other set-ups
+            try:
+                yield conn.read_response()
+            except redis.ResponseError as exc:  # the reply was read; the stream is in step
+                yield exc
+        return  # pragma: no cover
+    reader = _Reader(replyError=_reply_error, notEnoughData=_MORE)
+    gets = reader.gets
+    buf = bytearray(1 << 16)
+    left = count
+    while left > 0:
+        got = sock.recv_into(buf)
+        if not got:
+            raise redis.ConnectionError("Connection closed by server.")
+        reader.feed(buf, 0, got)
+        reply = gets()
+        while reply is not _MORE:
+            yield reply
+            left -= 1
+            if not left:  # never past the replies asked for
+                return
+            reply = gets()
 
 
 def _script_command(sha: str, ttl: str, group: list[tuple[str, list[Any]]]) -> bytes:
