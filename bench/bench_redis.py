@@ -12,16 +12,23 @@ another Redis. Prints, in one run:
   after minus before, divided by the count), with and without the last-event index.
 
 Run: ``.venv/bin/python bench/bench_redis.py [--customers 1000000] [--writes 200000]``
+
+``--baseline TREE`` (another checkout, e.g. ``git archive HEAD | tar -x -C /tmp/base``)
+runs only the consumer-shaped diff writes, this tree's store against the baseline's, each
+in its own process; the two take turns round by round on one ``redis-server``, so a change
+in the machine's load hits both alike. Medians of ``--rounds`` rounds of ``--writes``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -185,6 +192,67 @@ def interleaved(
                 f"  [median of {len(runs)}]"
             )
     client.flushall()
+
+
+ROUND_CHILD = """
+import json, random, sys, time
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
+import redis
+from bench_redis import batches, event_updates, make_updates, server_cpu
+from state.redis_store import RedisStore
+client = redis.Redis.from_url(sys.argv[2])
+n, prefix = int(sys.argv[3]), sys.argv[4]
+store = RedisStore(client, prefix=prefix)
+last = make_updates([f"I{i:07d}" for i in range(n)], 1, random.Random(1))
+for r, _line in enumerate(sys.stdin):  # one round per line: new customers, then purchases
+    if r:
+        last = event_updates(last, 10_000_000 * r, random.Random(r))
+    srv0, cpu0, start = server_cpu(client), time.process_time(), time.perf_counter()
+    for batch in batches(last):
+        store.apply_many(batch)
+    wall = time.perf_counter() - start
+    print(json.dumps([n / wall, (time.process_time() - cpu0) / n * 1e6,
+                      (server_cpu(client) - srv0) / n * 1e6]), flush=True)
+"""
+
+
+def against_baseline(url: str, baseline: Path, n: int, rounds: int) -> None:
+    """Consumer-shaped diff writes of this tree's store and the baseline's, in turns."""
+    trees = {"this tree": Path(__file__).resolve().parents[1], "baseline": baseline}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-c", ROUND_CHILD, str(tree), url, str(n), f"t{k}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tree,
+        )
+        for k, (name, tree) in enumerate(trees.items())
+    }
+    runs: dict[str, list[list[float]]] = {name: [] for name in trees}
+    names = list(trees)
+    for r in range(rounds + 1):  # round 0 writes the new customers (not counted)
+        for name in names[r % 2 :] + names[: r % 2]:
+            proc = procs[name]
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            got = json.loads(proc.stdout.readline())
+            if r:
+                runs[name].append(got)
+    for proc in procs.values():
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait()
+    for name, got in runs.items():
+        wall, cli, srv = (statistics.median(x[i] for x in got) for i in range(3))
+        print(
+            f"  {name + ' [+1 purchase]':<58} {wall:>8,.0f}/s  CPU per write: client"
+            f" {cli:5.1f} us, redis {srv:5.1f} us (1e6/sum {1e6 / (cli + srv):,.0f}/s)"
+            f"  [median of {len(got)}; client {min(x[1] for x in got):.1f}-"
+            f"{max(x[1] for x in got):.1f}, redis {min(x[2] for x in got):.1f}-"
+            f"{max(x[2] for x in got):.1f}]"
+        )
 
 
 NAIVE_GUARD = """
@@ -379,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--layouts", type=int, default=100_000, help="customers per alternative layout (0: skip)"
     )
+    parser.add_argument(
+        "--baseline", type=Path, help="compare with another tree (consumer-shaped writes only)"
+    )
     args = parser.parse_args(argv)
     rng = random.Random(42)
 
@@ -392,6 +463,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             client = redis.Redis.from_url(server.url)
             print(f"redis-server {client.info('server')['redis_version']} on {server.url}")
             print(f"redis-py {redis.__version__}, hiredis parser: {redis.utils.HIREDIS_AVAILABLE}")
+            if args.baseline:
+                print(f"consumer-shaped diff writes, batches of {BATCH}, {args.writes:,} "
+                      f"customers, {args.rounds} rounds, this tree and {args.baseline} in turns:")  # fmt: skip
+                against_baseline(server.url, args.baseline, args.writes, args.rounds)
+                print(f"load average now {os.getloadavg()[0]:.1f}")
+                return 0
 
             print(f"guarded writes, batches of {BATCH}, {args.writes:,} customers per variant "
                   "(each customer written once fresh, then updated with higher offsets):")  # fmt: skip
