@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=20_000_000)
     parser.add_argument("--no-publish", action="store_true")
     parser.add_argument("--no-report", action="store_true")
-    parser.add_argument("--batch-size", type=int, default=2_000)
+    parser.add_argument("--batch-size", type=int, default=10_000)  # offline.publish.DEFAULT_BATCH
     args = parser.parse_args()
 
     from offline.artifacts import write_artifacts
