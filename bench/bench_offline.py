@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--no-publish", action="store_true")
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--batch-size", type=int, default=10_000)  # offline.publish.DEFAULT_BATCH
+    parser.add_argument("--workers", type=int, default=2, help="publish processes (CLI default)")
     args = parser.parse_args()
 
     from offline.artifacts import write_artifacts
@@ -161,7 +162,7 @@ def main() -> None:
         del tx
         rss.enter("between")
         if not args.no_publish:
-            publish_stage(out, Path(tmp), rss, timings, args.batch_size)
+            publish_stage(out, Path(tmp), rss, timings, args.batch_size, args.workers)
 
     print(f"\nmachine: {platform.processor() or platform.machine()}, "
           f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM")  # fmt: skip
@@ -193,7 +194,7 @@ def main() -> None:
 
 
 def publish_stage(
-    out: Path, tmp: Path, rss: PeakRss, timings: dict[str, float], batch_size: int
+    out: Path, tmp: Path, rss: PeakRss, timings: dict[str, float], batch_size: int, workers: int
 ) -> None:
     import redis
 
@@ -208,8 +209,9 @@ def publish_stage(
         store = RedisStore(client, prefix="bench")
         with timed(rss, "publish", timings):
             summary = publish(
-                out, store, ModelRegistry(client, prefix="bench"), batch_size=batch_size
-            )
+                out, store, ModelRegistry(client, prefix="bench"), batch_size=batch_size,
+                workers=workers,
+            )  # fmt: skip
         used = client.info("memory")["used_memory"]
         print(
             f"publish wrote {summary.written:,} customers; Redis used_memory {used / 2**20:.0f} MiB"

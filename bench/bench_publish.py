@@ -5,8 +5,9 @@ Fits a synthetic data set once (``bench_offline.synthetic_transactions``, no rep
 each into a fresh ``redis-server`` started here. With ``--baseline TREE`` (another checkout
 of segstream, e.g. ``git archive HEAD | tar -x -C /tmp/base``) the two trees publish in turn,
 so both see the same machine load. Each publish runs in a subprocess of its tree's code;
-client CPU is that process's CPU time (building the seeds + the store), Redis CPU is
-``INFO cpu``.
+client CPU is that process's CPU time (building the seeds + the store; with ``--workers``
+> 1 the forked writers' CPU is not in it), Redis CPU is ``INFO cpu``. A baseline tree whose
+``publish`` has no ``workers`` argument needs ``--workers 1``.
 
 Run: ``.venv/bin/python bench/bench_publish.py --customers 200000 --baseline /tmp/base``
 """
@@ -35,7 +36,8 @@ from state.redis_store import RedisStore
 from state.registry import ModelRegistry
 client = redis.Redis.from_url(sys.argv[3])
 cpu0, t0 = time.process_time(), time.perf_counter()
-summary = publish(sys.argv[2], RedisStore(client, prefix="bench"), ModelRegistry(client, prefix="bench"))
+summary = publish(sys.argv[2], RedisStore(client, prefix="bench"), ModelRegistry(client, prefix="bench"),
+                  workers=int(sys.argv[4]))
 print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - cpu0,
                   "customers": summary.customers, "written": summary.written}))
 """
@@ -54,7 +56,7 @@ def ensure_fit(fit_dir: Path, customers: int, transactions: int) -> None:
     write_artifacts(result, fit_dir, report=False)
 
 
-def publish_once(tree: Path, fit_dir: Path) -> dict[str, float]:
+def publish_once(tree: Path, fit_dir: Path, workers: int = 1) -> dict[str, float]:
     import redis
 
     from state.devstack import RedisServer
@@ -66,7 +68,7 @@ def publish_once(tree: Path, fit_dir: Path) -> dict[str, float]:
             info = client.info("cpu")
             srv0 = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
             out = subprocess.run(
-                [sys.executable, "-c", CHILD, str(tree), str(fit_dir), server.url],
+                [sys.executable, "-c", CHILD, str(tree), str(fit_dir), server.url, str(workers)],
                 check=True, capture_output=True, text=True, cwd=tree,
             )  # fmt: skip
             got = json.loads(out.stdout.strip().splitlines()[-1])
@@ -87,6 +89,9 @@ def main() -> int:
         "--fit-dir", type=Path, default=Path(tempfile.gettempdir()) / "segstream-publish-fit"
     )
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="publish processes (the CLI's default)"
+    )
     parser.add_argument("--baseline", type=Path, help="another segstream tree to compare with")
     args = parser.parse_args()
     ensure_fit(args.fit_dir, args.customers, args.transactions or 20 * args.customers)
@@ -95,7 +100,7 @@ def main() -> int:
     for r in range(args.repeat):
         names = list(trees)[r % len(trees) :] + list(trees)[: r % len(trees)]
         for name in names:
-            runs[name].append(publish_once(trees[name], args.fit_dir))
+            runs[name].append(publish_once(trees[name], args.fit_dir, args.workers))
             print(f"  {name}: {runs[name][-1]}  load {os.getloadavg()[0]:.1f}", flush=True)
     for name, got in runs.items():
         n = got[0]["customers"]

@@ -65,12 +65,14 @@ def read_model(fit_dir: str | Path) -> SegmentModel:
     return SegmentModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def read_assignments(fit_dir: str | Path) -> pd.DataFrame:
-    """The assignments of a fit directory, indexed by customer id."""
+def read_assignments(fit_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The assignments of a fit directory (all columns, or ``columns``), indexed by
+    customer id."""
     path = Path(fit_dir) / ASSIGNMENTS_FILE
     if not path.exists():
         raise ConfigError(f"{path} does not exist")
-    return pd.read_parquet(path).set_index("customer_id")
+    wanted = None if columns is None else ["customer_id", *columns]
+    return pd.read_parquet(path, columns=wanted).set_index("customer_id")
 
 
 def read_states(fit_dir: str | Path) -> pd.DataFrame:

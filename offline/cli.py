@@ -96,6 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=10_000,  # offline.publish.DEFAULT_BATCH (not imported: pandas)
         help="customers per batch (default %(default)s)",
     )
+    pub.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes writing batches in parallel (default %(default)s; 1: this process only)",
+    )
     add_settings_flags(pub, REDIS_FLAGS)
     pub.set_defaults(func=cmd_publish)
 
@@ -191,7 +197,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
             def tick(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            summary = publish(args.dir, store, registry, batch_size=args.batch_size, progress=tick)
+            summary = publish(
+                args.dir, store, registry, batch_size=args.batch_size,
+                workers=args.workers, progress=tick,
+            )  # fmt: skip
     finally:
         store.close()
     print(

@@ -13,10 +13,12 @@ applies every event it sees (none were counted offline).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import multiprocessing as mp
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from offline.artifacts import read_assignments, read_model, read_states
+from state.errors import SegstreamError
 from state.model import SegmentModel
 from state.store import CustomerStore, SeedColumns
 
@@ -98,33 +101,38 @@ def publish(
     registry: object,
     *,
     batch_size: int = DEFAULT_BATCH,
+    workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> PublishSummary:
     """Publish a fit directory: registry, seeds in batches, then the current pointer.
 
     ``registry`` is a :class:`state.registry.ModelRegistry` (``publish``, ``set_current``);
-    ``progress(done, total)`` is called after each batch.
+    ``progress(done, total)`` is called after each batch. With ``workers`` > 1 and a store
+    that processes may share (:attr:`CustomerStore.shared_across_processes`: the Redis one),
+    that many forked processes write the batches in turn, each on its own connection; the
+    pointer switches once all of them are done. Seeds are independent of one another, so
+    the order of batches does not matter.
     """
     t0 = time.perf_counter()
     model = read_model(fit_dir)
     states = read_states(fit_dir)
-    assignments = read_assignments(fit_dir)
+    assignments = read_assignments(fit_dir, columns=["segment_id"])
     created = bool(registry.publish(model))  # type: ignore[attr-defined]
-    total, done, written = len(states), 0, 0
-    for batch in iter_seeds(states, assignments, model, batch_size=batch_size):
-        results = store.put_initial_columns(batch)
-        written += sum(r.applied for r in results)
-        done += len(batch)
-        if progress is not None:
-            progress(done, total)
+    batches = iter_seeds(states, assignments, model, batch_size=batch_size)
+    total = len(states)
+    if workers > 1 and store.shared_across_processes and _can_fork():
+        written = _publish_forked(batches, store, workers, total, progress)
+    else:
+        written = _publish_here(batches, store, total, progress)
     registry.set_current(model.version)  # type: ignore[attr-defined]
     seconds = time.perf_counter() - t0
     logger.info(
-        "publish model=%s customers=%d written=%d seconds=%.2f",
+        "publish model=%s customers=%d written=%d seconds=%.2f workers=%d",
         model.version,
         total,
         written,
         seconds,
+        workers,
     )
     return PublishSummary(
         model_version=model.version,
@@ -133,3 +141,65 @@ def publish(
         written=written,
         seconds=seconds,
     )
+
+
+def _publish_here(
+    batches: Iterable[SeedColumns],
+    store: CustomerStore,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    done = written = 0
+    for batch in batches:
+        written += sum(r.applied for r in store.put_initial_columns(batch))
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
+    return written
+
+
+def _can_fork() -> bool:
+    return "fork" in mp.get_all_start_methods()
+
+
+def _publish_forked(
+    batches: Iterator[SeedColumns],
+    store: CustomerStore,
+    workers: int,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """Worker k writes batches k, k + workers, ...; each reports (customers, written) per
+    batch on a queue, then ``None`` (or the text of the exception that stopped it)."""
+    ctx = mp.get_context("fork")  # children inherit the tables and the store, not sockets
+    reports = ctx.SimpleQueue()
+
+    def work(k: int) -> None:  # runs in a child, on its own copy of the batch generator
+        try:
+            for batch in itertools.islice(batches, k, None, workers):
+                reports.put((len(batch), sum(r.applied for r in store.put_initial_columns(batch))))
+            reports.put(None)
+        except BaseException as exc:
+            reports.put(f"{type(exc).__name__}: {exc}")
+
+    procs = [ctx.Process(target=work, args=(k,), name=f"publish-{k}") for k in range(workers)]
+    for proc in procs:
+        proc.start()
+    done = written = finished = 0
+    failure: str | None = None
+    try:
+        while finished < workers:
+            report = reports.get()
+            if report is None or isinstance(report, str):
+                finished += 1
+                failure = failure or report
+                continue
+            done, written = done + report[0], written + report[1]
+            if progress is not None:
+                progress(done, total)
+    finally:
+        for proc in procs:
+            proc.join()
+    if failure is not None:
+        raise SegstreamError(f"a publish worker failed: {failure}")
+    return written

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anycrc
@@ -91,13 +92,16 @@ def _value_arrays(columns: SeedColumns) -> list[tuple[str, pa.Array]]:
 
 
 def _money(cents: np.ndarray) -> pa.Array:
-    """:func:`state.keys.money` of every value: ``"-1.50"`` from -150."""
-    whole, frac = np.divmod(np.abs(cents), 100)
-    sign = pa.array(np.where(cents < 0, "-", ""))
-    frac_text = pc.utf8_lpad(pc.cast(pa.array(frac), pa.string()), width=2, padding="0")
-    return pc.binary_join_element_wise(
-        sign, pc.cast(pa.array(whole), pa.string()), ".", frac_text, ""
-    )
+    """:func:`state.keys.money` of every value: ``"-1.50"`` from -150.
+
+    The cents are the unscaled values of a decimal with scale 2 (16 bytes, two's
+    complement), which Arrow prints with exactly two places.
+    """
+    words = np.empty((len(cents), 2), dtype="<i8")
+    words[:, 0] = cents
+    words[:, 1] = np.where(cents < 0, -1, 0)
+    buf = pa.py_buffer(words.tobytes())
+    return pa.Array.from_buffers(pa.decimal128(38, 2), len(cents), [None, buf]).cast(pa.string())
 
 
 def _floats(values: Sequence[Any], *, keep_point: bool) -> pa.Array:
@@ -109,19 +113,18 @@ def _floats(values: Sequence[Any], *, keep_point: bool) -> pa.Array:
     """
     arr = pa.array(values, pa.float64(), from_pandas=True)
     text = pc.cast(arr, pa.string())
-    mag = pc.abs(arr)
-    odd = pc.or_(
-        pc.or_(pc.greater_equal(mag, 1e15), pc.and_(pc.less(mag, 1e-4), pc.greater(mag, 0.0))),
-        pc.match_substring(text, "e"),
-    )
-    if keep_point:  # repr: "4272.0", "-0.0"
-        text = pc.if_else(
-            pc.match_substring(text, "."), text, pc.binary_join_element_wise(text, ".0", "")
-        )
-    if pc.any(odd).as_py():
+    v = arr.to_numpy(zero_copy_only=False)  # NaN where unknown
+    with np.errstate(invalid="ignore"):
+        mag = np.abs(v)
+        odd = (mag >= 1e15) | ((mag < 1e-4) & (mag > 0))
+        odd |= pc.match_substring(text, "e").fill_null(False).to_numpy(zero_copy_only=False)
+        if keep_point:  # repr keeps ".0" on whole numbers ("4272.0", "-0.0"); Arrow does not
+            whole = pa.array((v == np.floor(v)) & ~odd)
+            text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    if odd.any():
         fmt = repr if keep_point else K.number
         fixed = text.to_pylist()
-        for i in np.flatnonzero(odd.fill_null(False).to_numpy(zero_copy_only=False)):
+        for i in np.flatnonzero(odd):
             fixed[i] = fmt(float(values[int(i)]))
         text = pa.array(fixed, pa.string())
     return text
@@ -163,6 +166,7 @@ def _payload(rows: pa.Array) -> bytes:
 
 
 _CHUNK = 2_000  # customers per socket write: Redis runs one chunk while the next is built
+_BUILDERS = 2  # threads building chunks (most of the work is in Arrow, outside the GIL)
 _SAMPLE = 16  # keys probed first: when a quarter of them exist, every key is checked
 
 
@@ -242,9 +246,11 @@ def _rows(columns: SeedColumns, idx: np.ndarray) -> SeedColumns:
 
 
 def _text_sizes(values: Sequence[Any] | None, n: int) -> np.ndarray:
+    """Byte length of each text (0 for None)."""
     if values is None:
         return np.zeros(n, dtype=np.int64)
-    return np.array([0 if v is None else len(str(v).encode()) for v in values], dtype=np.int64)
+    sizes = pc.binary_length(pa.array(list(values), pa.string())).fill_null(0)
+    return sizes.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _create(
@@ -278,41 +284,43 @@ def _create(
     ttl_ms = _b(str(int(store.ttl_seconds or 0) * 1000)).encode()
     zadd = _b("ZADD") + _b(store._keys.last_event_index) + _b("GT")
 
-    def chunks() -> Iterator[bytes]:
-        for span, n_scored in zip(spans, scored, strict=True):
-            part = _rows(columns, span)
-            take = pa.array(span)
-            values = _value_arrays(part)
-            payloads = dump_hashes(
-                [
-                    (K.AS_OF.encode(), K.number(part.as_of).encode()),
-                    (K.VERSION.encode(), version.encode()),
-                    (
-                        K.SEGMENT_ID.encode(),
-                        pc.cast(pa.array(np.asarray(part.segment_ids)), pa.string()),
-                    ),
-                    (K.SEGMENT_NAME.encode(), pa.array(list(part.segment_names), pa.string())),
-                    (K.MODEL_VERSION.encode(), part.model_version.encode()),
-                    (K.UPDATED_AT.encode(), K.number(part.updated_at).encode()),
-                    *((f.encode(), v) for f, v in values),
-                ]
+    def chunk(span: np.ndarray, n_scored: int) -> bytes:
+        part = _rows(columns, span)
+        take = pa.array(span)
+        values = _value_arrays(part)
+        payloads = dump_hashes(
+            [
+                (K.AS_OF.encode(), K.number(part.as_of).encode()),
+                (K.VERSION.encode(), version.encode()),
+                (
+                    K.SEGMENT_ID.encode(),
+                    pc.cast(pa.array(np.asarray(part.segment_ids)), pa.string()),
+                ),
+                (K.SEGMENT_NAME.encode(), pa.array(list(part.segment_names), pa.string())),
+                (K.MODEL_VERSION.encode(), part.model_version.encode()),
+                (K.UPDATED_AT.encode(), K.number(part.updated_at).encode()),
+                *((f.encode(), v) for f, v in values),
+            ]
+        )
+        out = _payload(
+            pc.binary_join_element_wise(
+                b"*4\r\n$7\r\nRESTORE\r\n",
+                _bulk(keys.take(take)).cast(pa.binary()),
+                ttl_ms,
+                _bulk(payloads),
+                b"",
             )
-            out = _payload(
-                pc.binary_join_element_wise(
-                    b"*4\r\n$7\r\nRESTORE\r\n",
-                    _bulk(keys.take(take)).cast(pa.binary()),
-                    ttl_ms,
-                    _bulk(payloads),
-                    b"",
-                )
-            )
-            if n_scored:
-                members = _join(_bulk(dict(values)["decay_ts"]), _bulk(ids.take(take)))
-                out += f"*{3 + 2 * n_scored}\r\n{zadd}".encode()
-                out += _payload(pc.drop_null(members))
-            yield out
+        )
+        if n_scored:
+            members = _join(_bulk(dict(values)["decay_ts"]), _bulk(ids.take(take)))
+            out += f"*{3 + 2 * n_scored}\r\n{zadd}".encode()
+            out += _payload(pc.drop_null(members))
+        return out
 
-    replies = store._roundtrip(chunks(), len(candidates) + sum(map(bool, scored)))
+    # Arrow kernels release the GIL: two threads build chunks while this one sends them
+    with ThreadPoolExecutor(max_workers=_BUILDERS, thread_name_prefix="seed") as pool:
+        built = pool.map(chunk, spans, scored)
+        replies = store._roundtrip(built, len(candidates) + sum(map(bool, scored)))
     ok = np.zeros(len(candidates), dtype=bool)
     refused: list[Exception] = []
     at = lo = 0

@@ -115,6 +115,8 @@ class RedisStore(CustomerStore):
     diff writes (see the module doc; 0: always write full records).
     """
 
+    shared_across_processes = True  # redis-py opens new connections in a forked child
+
     def __init__(
         self,
         client: redis.Redis,

@@ -216,6 +216,10 @@ def size_deltas(results: Iterable[WriteResult], new_segments: Iterable[int]) -> 
 class CustomerStore(abc.ABC):
     """Per-customer state and segment, with guarded writes. One round trip per batch call."""
 
+    shared_across_processes: bool = False
+    """True when forked processes may write through copies of this store (each opens its
+    own connections) and all see one state: the offline publish then uses several."""
+
     @abc.abstractmethod
     def get_many(self, customer_ids: Sequence[str]) -> dict[str, StoredCustomer | None]:
         """Every asked customer, ``None`` for unknown ones (invalid ids raise first)."""

@@ -78,3 +78,58 @@ def test_publish_seeds_every_customer_then_switches_the_pointer_and_is_rerunnabl
         assert store.segment_sizes() == sizes
         assert store.get("C0001") == c
     assert registry.current_version() == model.version
+
+
+def test_forked_workers_publish_what_one_process_publishes(
+    fit_dir: Path, redis_url: str, redis_client, unique
+) -> None:
+    """Two processes writing alternate batches leave the hashes (but for the write version
+    ``_v``), the sizes and the index of one process; progress reaches the total."""
+    from offline.publish import publish
+
+    stores = {}
+    for workers in (1, 2):
+        seen: list[int] = []
+        prefix = f"{unique.prefix}-w{workers}"
+        store = RedisStore.from_url(redis_url, prefix=prefix)
+        stores[workers] = store
+        summary = publish(
+            fit_dir, store, ModelRegistry(redis_client, prefix=prefix), batch_size=64,
+            workers=workers, progress=lambda done, _total, seen=seen: seen.append(done),
+        )  # fmt: skip
+        assert summary.written == summary.customers == len(read_states(fit_dir))
+        assert seen == sorted(seen) and seen[-1] == summary.customers  # one tick per batch
+        assert len(seen) == -(-summary.customers // 64)
+    one, two = stores[1], stores[2]
+    for cid in read_states(fit_dir).index:
+        a, b = one.raw_fields(cid), two.raw_fields(cid)
+        assert {k: v for k, v in a.items() if k != "_v"} == {
+            k: v for k, v in b.items() if k != "_v"
+        }
+    assert one.segment_sizes() == two.segment_sizes()
+    assert one.idle_customers(2e9, limit=10_000) == two.idle_customers(2e9, limit=10_000)
+    for store in stores.values():
+        store.close()
+    for workers in (1, 2):
+        for key in redis_client.scan_iter(match=f"{unique.prefix}-w{workers}*", count=1000):
+            redis_client.delete(key)
+
+
+def test_a_failing_worker_fails_the_publish_and_leaves_the_pointer(
+    fit_dir: Path, redis_url: str, redis_client, unique
+) -> None:
+    """A worker that cannot write (here: a Redis that refuses every command after the
+    model went in) fails the publish; the current-model pointer is not switched."""
+    from offline.publish import publish
+    from state.errors import SegstreamError
+
+    class Broken(RedisStore):
+        def put_initial_columns(self, columns):  # type: ignore[no-untyped-def]
+            raise ConnectionError("Redis went away")
+
+    store = Broken.from_url(redis_url, prefix=unique.prefix)
+    registry = ModelRegistry(redis_client, prefix=unique.prefix)
+    with pytest.raises(SegstreamError, match="ConnectionError: Redis went away"):
+        publish(fit_dir, store, registry, batch_size=64, workers=2)
+    assert registry.current_version() is None
+    store.close()
