@@ -395,6 +395,11 @@ def layouts(client: redis.Redis, n: int, rng: random.Random) -> None:
     def short_names(u: CustomerUpdate) -> dict[str, str | bytes]:
         return {short.get(k, k): v for k, v in readable(u).items()}
 
+    required = [f for f in K.PUBLIC_FIELDS if f != "profile_ts"]  # the 18 the issue names
+
+    def names_only(u: CustomerUpdate) -> dict[str, str | bytes]:
+        return dict.fromkeys(required, "1")
+
     def packed_state(u: CustomerUpdate) -> dict[str, str | bytes]:
         seg = {k: v for k, v in readable(u).items() if k in K.SEGMENT_FIELDS or k == "_p3"}
         return {**seg, "state": pack(K.state_values(u.state))}
@@ -403,6 +408,7 @@ def layouts(client: redis.Redis, n: int, rng: random.Random) -> None:
         ("readable hash, the store's layout", readable, 64),
         ("readable hash, fields equal to their default left out", no_defaults, 64),
         ("readable hash, 2-character field names", short_names, 64),
+        ("the 18 fields the contract names, every value '1'", names_only, 64),
         ("segment fields + state as one msgpack field", packed_state, 64),
         ("  same, CONFIG SET hash-max-listpack-value 256", packed_state, 256),
     ]
