@@ -184,7 +184,8 @@ def paced_producer(bootstrap: str, topic: str, rate: float, seconds: float, ids:
     The load generator shares the 2 CPUs with the service, Tansu and Redis, so it must be
     cheap: the bytes are ``encode()``'s for the same event (checked once below), filled
     in by one %-format, and sent by confluent-kafka's C producer (a few us per event;
-    kafka-python's producer with ``encode()`` cost ~80 us of CPU per event).
+    kafka-python's producer with ``encode()`` cost ~80 us of CPU per event). The producer's
+    ``linger.ms`` is ``BENCH_LINGER_MS`` (default 5, librdkafka's own default).
     """
     from confluent_kafka import Producer
 
@@ -194,7 +195,8 @@ def paced_producer(bootstrap: str, topic: str, rate: float, seconds: float, ids:
     sample = CheckoutEvent(event_id="live0", customer_id=ids[0], ts=ts, amount=20.0)
     assert template % (0, ids[0].encode(), ts) == encode(sample), "template drifted from encode()"
     keys = [cid.encode() for cid in ids]
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "all"})
+    linger = int(os.environ.get("BENCH_LINGER_MS", "5"))  # librdkafka's default
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger, "acks": "all"})
     start = time.time()
     i = 0
     while True:
