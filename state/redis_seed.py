@@ -26,7 +26,8 @@ microseconds read in step 1, as the script would start it.
 The payloads are built a column at a time with Arrow compute kernels, not a customer at a
 time in Python: the values are formatted (:func:`seed_value_columns`, the same texts as
 :func:`state.keys.state_values` gives row by row; a property test pins them equal), framed
-and joined into one buffer per chunk; only the CRC runs once per customer (in C).
+and joined into one buffer per chunk, by two threads while this one sends the chunks before;
+only the CRC runs once per customer (in C).
 """
 
 from __future__ import annotations
@@ -205,9 +206,14 @@ def put_new_then_guarded(store: RedisStore, columns: SeedColumns) -> list[WriteR
 
 def _valid_ids(customer_ids: Sequence[str]) -> pa.Array:
     """The ids as an Arrow array; an invalid one raises as :func:`validate_customer_id`."""
-    ids = pa.array(list(customer_ids), pa.string())
-    ok = pc.match_substring_regex(ids, f"^(?:{CUSTOMER_ID_PATTERN})$")
-    if not pc.all(ok.fill_null(False)).as_py():
+    try:
+        ids = pa.array(list(customer_ids), pa.string())
+        ok = pc.all(pc.match_substring_regex(ids, f"^(?:{CUSTOMER_ID_PATTERN})$").fill_null(False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all strings
+        for cid in customer_ids:
+            validate_customer_id(cid)  # raises for the one that is not a string
+        raise
+    if not ok.as_py():
         for cid in customer_ids:
             validate_customer_id(cid)
     return ids

@@ -464,7 +464,7 @@ class RedisStore(CustomerStore):
 
     def put_initial_columns(self, columns: SeedColumns) -> list[WriteResult]:
         """:meth:`put_initial_many` of ``columns``, with new customers created without Lua
-        (``HSET`` of a staging key + ``RENAMENX``; :mod:`state.redis_seed`)."""
+        (``RESTORE`` of the serialised hash; :mod:`state.redis_seed`)."""
         from state.redis_seed import put_new_then_guarded  # it builds on this module
 
         return put_new_then_guarded(self, columns)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from state import keys as K
 from state import redis_seed
+from state.errors import InvalidCustomerId
 from state.features import CustomerState
 from state.redis_seed import dump_hashes
 from state.redis_store import RedisStore
@@ -172,3 +173,14 @@ def test_customers_the_fast_path_cannot_take_go_through_the_guard(
         assert store.get("d1").state == rows[1]
         assert "refused 1 seed payloads" in caplog.text  # d0 never tried: gender too long
         assert store.segment_sizes() == {0: 2, 1: 2}
+
+
+@pytest.mark.parametrize("bad", ["not ok", "", 7, "x" * 65])
+def test_invalid_ids_are_refused_before_anything_is_written(
+    redis_url: str, redis_client: Any, unique: Any, bad: object
+) -> None:
+    cols = columns_of([CustomerState(orders=1)] * 2, customer_ids=["good", bad])
+    with RedisStore.from_url(redis_url, prefix=unique.prefix) as store:
+        with pytest.raises(InvalidCustomerId):
+            store.put_initial_columns(cols)
+        assert store.get("good") is None
