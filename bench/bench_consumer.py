@@ -11,7 +11,9 @@ Starts its own Tansu broker and ``redis-server`` on free ports (state.devstack) 
    last record, CPU seconds per event (``time.process_time``, all threads);
 4. the same run under cProfile (fresh group and key prefix): where the CPU goes;
 5. a naive one-event-at-a-time loop (read, fold, assign, guarded write per event);
-6. event-to-Redis latency at half the sustained rate: a separate producer process paces
+6. the service on a topic shaped like the live load (customers in turn, one event each):
+   its sustained rate is the base of the latency shares;
+7. event-to-Redis latency at half that sustained rate: a separate producer process paces
    live events (event time = send time) while the service consumes.
 
 Run: ``.venv/bin/python bench/bench_consumer.py [--events 200000] [--customers 20000]``
@@ -155,6 +157,17 @@ def service_run(settings: Settings, n: int, profile: bool = False) -> tuple[floa
         pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
         text = out.getvalue()
     return summary.consumed / span, 1e6 * cpu / summary.consumed, text
+
+
+def cycled_events(ids: list[str], n: int) -> list[CheckoutEvent]:
+    """``n`` events shaped like :func:`paced_producer`'s: customers in turn, one event each,
+    event times over the last ``n`` ms (none in the future)."""
+    t0 = time.time() - n / 1000 - 60
+    return [
+        CheckoutEvent(event_id=f"cyc{i}", customer_id=ids[i % len(ids)], ts=t0 + i / 1000,
+                      amount=20.0)
+        for i in range(n)
+    ]  # fmt: skip
 
 
 def naive_rate(settings: Settings, world: World, n: int, partitions: int) -> float:
@@ -315,12 +328,22 @@ def main() -> None:
         seed(s3, world)
         naive = naive_rate(s3, world, args.naive, args.partitions)
         print(f"naive one-event-at-a-time: {naive:,.0f} events/s (batched is {rate / naive:.1f}x)")
+        # The live load cycles through the customers, one event each per lap: fewer events
+        # per customer per batch than the preloaded workload, so more work per event. The
+        # latency shares are of the sustained rate on that same shape, measured here.
+        s5 = base.replace(events_topic="bench-cycled", group_id="bench-5", redis_prefix="b5")
+        seed(s5, world)
+        cycled = cycled_events([s.customer_id for s in world.seeds], n)
+        preload(s5, cycled, args.partitions)
+        live_rate, live_cpu, _ = service_run(s5, n)
+        print(f"consumer service, the live load's shape (one event per customer per lap): "
+              f"{live_rate:,.0f} events/s, {live_cpu:.1f} CPU us/event")  # fmt: skip
         for k, share in enumerate(args.latency_shares):
             s4 = base.replace(
                 events_topic=f"bench-live-{k}", group_id=f"bench-4-{k}", redis_prefix=f"b4{k}"
             )
             seed(s4, world)
-            load = rate * share
+            load = live_rate * share
             lat = latency_at(s4, world, load, args.latency_seconds)
             for source, (count, p50, p99) in lat.items():
                 print(f"latency at {load:,.0f} events/s ({share:.0%} of sustained) from "
