@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 from state import keys as K
 from state.features import STATE_FIELDS as STATE_ATTRS
 from state.features import CustomerState
-from state.ids import CUSTOMER_ID_PATTERN, validate_customer_id
+from state.ids import validate_customer_ids
 from state.redis_store import RedisStore, StoreError
 from state.store import SeedColumns, WriteResult
 
@@ -145,12 +145,6 @@ def _bulk(text: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise("$", size, "\r\n", text, "\r\n", "")
 
 
-def _field(name: str, text: pa.Array) -> pa.Array:
-    """``<name> <text>`` as two RESP bulk strings (null where ``text`` is null)."""
-    size = pc.cast(pc.binary_length(text), pa.string())
-    return pc.binary_join_element_wise(_b(name) + "$", size, "\r\n", text, "\r\n", "")
-
-
 def _join(*parts: pa.Array | str, skip_nulls: bool = False) -> pa.Array:
     options = pc.JoinOptions(null_handling="skip" if skip_nulls else "emit_null")
     return pc.binary_join_element_wise(*parts, "", options=options)
@@ -173,7 +167,7 @@ _SAMPLE = 16  # keys probed first: when a quarter of them exist, every key is ch
 
 def put_new_then_guarded(store: RedisStore, columns: SeedColumns) -> list[WriteResult]:
     """The body of :meth:`RedisStore.put_initial_columns` (see the module doc)."""
-    ids = _valid_ids(columns.customer_ids)  # all, before any write
+    ids = pa.array(validate_customer_ids(list(columns.customer_ids)), pa.string())  # all first
     if not len(ids):
         return []
     keys = _join(store._keys.base + ":customer:", ids)
@@ -193,30 +187,15 @@ def put_new_then_guarded(store: RedisStore, columns: SeedColumns) -> list[WriteR
     for i in created.tolist():
         results[i] = WriteResult(id_list[i], True, None)
     if len(created) < len(ids):  # existing, just created by a consumer, or odd: guarded
-        rest = np.setdiff1d(np.arange(len(ids)), created).tolist()
-        seeds = columns.seeds()
-        for i, r in zip(rest, store.put_initial_many([seeds[i] for i in rest]), strict=True):
+        rest = np.setdiff1d(np.arange(len(ids)), created)
+        seeds = _rows(columns, rest).seeds()  # only those rows, not the whole batch
+        for i, r in zip(rest.tolist(), store.put_initial_many(seeds), strict=True):
             results[i] = r
     if len(created):  # put_initial_many counted its own; new customers had no segment
         segments = np.asarray(columns.segment_ids, dtype=np.int64)[created]
         found, counts = np.unique(segments, return_counts=True)
         store._bump_sizes(dict(zip(found.tolist(), counts.tolist(), strict=True)))
     return [r for r in results if r is not None]
-
-
-def _valid_ids(customer_ids: Sequence[str]) -> pa.Array:
-    """The ids as an Arrow array; an invalid one raises as :func:`validate_customer_id`."""
-    try:
-        ids = pa.array(list(customer_ids), pa.string())
-        ok = pc.all(pc.match_substring_regex(ids, f"^(?:{CUSTOMER_ID_PATTERN})$").fill_null(False))
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all strings
-        for cid in customer_ids:
-            validate_customer_id(cid)  # raises for the one that is not a string
-        raise
-    if not ok.as_py():
-        for cid in customer_ids:
-            validate_customer_id(cid)
-    return ids
 
 
 def _exists(keys: pa.Array) -> bytes:

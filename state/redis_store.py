@@ -29,7 +29,6 @@ also one passed in.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 from itertools import islice
@@ -41,7 +40,7 @@ import redis
 from state import keys as K
 from state.errors import SegstreamError
 from state.features import CustomerState
-from state.ids import CUSTOMER_ID_PATTERN, validate_customer_id
+from state.ids import validate_customer_id, validate_customer_ids
 from state.store import (
     CustomerSeed,
     CustomerStore,
@@ -337,7 +336,7 @@ class RedisStore(CustomerStore):
         are bumped for the applied writes, also when some calls failed. With ``remember``,
         applied writes are remembered for later diffs; every other written id is forgotten.
         """
-        ids = _valid_ids([it.customer_id for it in items])  # all, before any write
+        ids = validate_customer_ids([it.customer_id for it in items])  # all, before any write
         if not items:
             return []
         sha = self._script_sha()
@@ -530,20 +529,6 @@ def _one_key_command(head: bytes, key: str, tail: bytes, blob: bytes) -> bytes:
     return b"%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (
         head, len(key), key.encode(), tail, len(blob), blob
     )  # fmt: skip
-
-
-_IDS = re.compile(f"(?:{CUSTOMER_ID_PATTERN}\n)*")
-
-
-def _valid_ids(ids: list[str]) -> list[str]:
-    """``ids`` if every one is a valid customer id (one regex over the batch), else the
-    first invalid one raises :class:`~state.errors.InvalidCustomerId`."""
-    try:
-        text = "\n".join(ids) + "\n"
-    except TypeError:  # not all strings
-        text = ""
-    ok = text.count("\n") == len(ids) and _IDS.fullmatch(text) is not None
-    return ids if ok else [validate_customer_id(c) for c in ids]
 
 
 def _reply_error(message: str) -> redis.ResponseError:

@@ -12,13 +12,12 @@ from hypothesis import strategies as st
 
 from state import keys as K
 from state.errors import InvalidCustomerId
-from state.ids import CUSTOMER_ID_PATTERN
+from state.ids import CUSTOMER_ID_PATTERN, validate_customer_ids
 from state.redis_store import (
     _one_key_command,
     _one_key_frame,
     _read_replies,
     _script_command,
-    _valid_ids,
     pack_command,
 )
 
@@ -46,7 +45,7 @@ def test_one_key_framing_carries_the_msgpack_record_like_script_command() -> Non
 
 @given(st.lists(ids, max_size=20))
 def test_valid_batches_of_ids_pass_unchanged(batch: list[str]) -> None:
-    assert _valid_ids(batch) == batch
+    assert validate_customer_ids(batch) == batch
 
 
 @pytest.mark.parametrize(
@@ -54,7 +53,7 @@ def test_valid_batches_of_ids_pass_unchanged(batch: list[str]) -> None:
 )
 def test_one_invalid_id_fails_the_batch(batch: list[str]) -> None:
     with pytest.raises(InvalidCustomerId):
-        _valid_ids(batch)
+        validate_customer_ids(batch)
 
 
 class _Conn:
